@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Path, Response, status
+
+from app.api.deps import AdminUser, SessionDep, SettingsDep
+from app.api.routes.common import IdempotencyKeyHeader, Limit, Offset, require_idempotency_key
+from app.core.errors import Unprocessable
+from app.models.ledger import AdminCreditRequest, LedgerEntryPublic, LedgerReport, TopUpResult
+from app.models.user import UserAdminPublic
+from app.services import ledger, users
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+UserId = Path(ge=1, le=2**31 - 1)
+
+
+@router.get("/users", response_model=list[UserAdminPublic])
+def list_users(_: AdminUser, session: SessionDep, limit: Limit = 100, offset: Offset = 0) -> list[UserAdminPublic]:
+    rows = users.list_users_with_balances(session, limit=limit, offset=offset)
+    return [UserAdminPublic.model_validate(user, update={"balance": balance}) for user, balance in rows]
+
+
+@router.post("/users/{user_id}/credits", status_code=status.HTTP_201_CREATED, response_model=TopUpResult)
+def credit_user(
+    body: AdminCreditRequest,
+    _: AdminUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    user_id: int = UserId,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> TopUpResult:
+    key = require_idempotency_key(idempotency_key) if idempotency_key is not None else str(uuid.uuid4())
+    if body.amount > settings.max_top_up:
+        raise Unprocessable(f"amount must be between 1 and {settings.max_top_up} credits")
+    users.get_user(session, user_id)
+    credited = ledger.admin_credit(session, user_id=user_id, amount=body.amount, idempotency_key=key, memo=body.memo)
+    if credited.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return TopUpResult(balance=credited.balance, entry=LedgerEntryPublic.model_validate(credited.entry))
+
+
+@router.get("/ledger/verify", response_model=LedgerReport)
+def verify_ledger(_: AdminUser, session: SessionDep) -> LedgerReport:
+    return ledger.verify(session)

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, status
+from fastapi.security import OAuth2PasswordRequestForm
+
+from app.api.deps import SessionDep, SettingsDep
+from app.core import security
+from app.core.errors import Unauthorized
+from app.models.user import Token, UserCreate, UserPublic
+from app.services import users
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserPublic,
+    responses={409: {"description": "The email is already registered"}},
+)
+def register(body: UserCreate, session: SessionDep) -> UserPublic:
+    user = users.create_user(session, email=str(body.email), password=body.password, full_name=body.full_name)
+    return UserPublic.model_validate(user)
+
+
+@router.post("/token", response_model=Token, responses={401: {"description": "Wrong email or password"}})
+def issue_token(
+    request: Request,
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    session: SessionDep,
+    settings: SettingsDep,
+) -> Token:
+    user = users.authenticate(session, form.username, form.password)
+    if user is None:
+        raise Unauthorized("incorrect email or password")
+    expires = timedelta(minutes=settings.access_token_expire_minutes)
+    token = security.create_access_token(str(user.id), request.app.state.secret_key, expires)
+    return Token(access_token=token, expires_in=int(expires.total_seconds()))

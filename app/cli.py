@@ -1,0 +1,137 @@
+"""The ``mlmarket`` command: serve, migrate, create-admin, ledger verify."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+
+from pydantic import ValidationError
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from app.core.config import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        messages = "; ".join(str(err.get("msg", "")).removeprefix("Value error, ") for err in exc.errors())
+        sys.exit(f"mlmarket: configuration error: {messages}")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = _settings()
+    host = args.host or settings.host
+    port = args.port or settings.port
+    app = create_app(settings)
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level, proxy_headers=True)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from app import migrations
+
+    settings = _settings()
+    migrations.upgrade(settings, args.revision)
+    print(f"database at revision {args.revision}")
+    return 0
+
+
+def cmd_create_admin(args: argparse.Namespace) -> int:
+    from pydantic import TypeAdapter
+    from sqlmodel import Session
+
+    from app.core.db import make_engine
+    from app.models.user import UserCreate
+    from app.services import users
+
+    password = args.password or os.environ.get("MLMARKET_ADMIN_PASSWORD")
+    if not password:
+        if not sys.stdin.isatty():
+            sys.exit("mlmarket: give --password, set MLMARKET_ADMIN_PASSWORD, or run in a terminal")
+        password = getpass.getpass("Password for the admin: ")
+    try:
+        TypeAdapter(UserCreate).validate_python({"email": args.email, "password": password})
+    except ValidationError as exc:
+        sys.exit("mlmarket: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    engine = make_engine(_settings())
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            user, created = users.ensure_admin(session, email=args.email, password=password, full_name=args.full_name)
+    finally:
+        engine.dispose()
+    print(f"{'created' if created else 'updated'} admin {user.email} (id {user.id})")
+    return 0
+
+
+def cmd_ledger_verify(args: argparse.Namespace) -> int:
+    from sqlmodel import Session
+
+    from app.core.db import make_engine
+    from app.services import ledger
+
+    engine = make_engine(_settings())
+    try:
+        with Session(engine) as session:
+            report = ledger.verify(session)
+    finally:
+        engine.dispose()
+    if args.json:
+        print(json.dumps(report.model_dump(), indent=2))
+    else:
+        print(
+            f"accounts checked: {report.accounts_checked}\n"
+            f"entries checked:  {report.entries_checked}\n"
+            f"credits minted:   {report.total_minted}\n"
+            f"balances total:   {report.total_balance}\n"
+            f"held in tasks:    {report.total_held}\n"
+            f"mismatches:       {len(report.mismatches) + report.running_balance_errors + len(report.hold_errors)}"
+        )
+        for m in report.mismatches:
+            print(f"  account {m.account}: balance {m.balance} != entries {m.entries_sum}")
+        for problem in report.hold_errors:
+            print(f"  {problem}")
+        print("ledger OK" if report.ok else "LEDGER MISMATCH")
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlmarket", description="mlmarket prediction marketplace")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the API server")
+    serve.add_argument("--host", default=None, help="address to bind (default MLMARKET_HOST)")
+    serve.add_argument("--port", type=int, default=None, help="port to bind (default MLMARKET_PORT)")
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument("revision", nargs="?", default="head")
+    migrate.set_defaults(func=cmd_migrate)
+
+    admin = sub.add_parser("create-admin", help="create an administrator (or promote an existing user)")
+    admin.add_argument("--email", required=True)
+    admin.add_argument("--password", default=None, help="or MLMARKET_ADMIN_PASSWORD, or asked for")
+    admin.add_argument("--full-name", default=None)
+    admin.set_defaults(func=cmd_create_admin)
+
+    ledger_cmd = sub.add_parser("ledger", help="ledger tools")
+    ledger_sub = ledger_cmd.add_subparsers(dest="ledger_command", required=True)
+    verify = ledger_sub.add_parser("verify", help="check that every balance equals the sum of its entries")
+    verify.add_argument("--json", action="store_true", help="print the full report as JSON")
+    verify.set_defaults(func=cmd_ledger_verify)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

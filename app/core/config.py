@@ -1,0 +1,115 @@
+"""One settings object for the whole of mlmarket, read from ``MLMARKET_*`` variables.
+
+The embedded default (no variable set) keeps everything under a local data
+folder: a SQLite database and a generated secret key. Production refuses to
+start without a real secret.
+"""
+
+from __future__ import annotations
+
+import secrets
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Secrets that appear in examples and tutorials. Production refuses them.
+KNOWN_DEFAULT_SECRETS = frozenset(
+    {
+        "",
+        "changeme",
+        "change-me",
+        "changethis",
+        "secret",
+        "secret-key",
+        "secret_key",
+        "dev",
+        "development",
+        "test",
+        "mlmarket",
+        "please-change-me",
+    }
+)
+MIN_PRODUCTION_SECRET_LENGTH = 32
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot be used; the message says which variable to fix."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MLMARKET_", env_file=None, extra="ignore")
+
+    env: Environment = Environment.development
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    secret_key: str | None = Field(default=None, repr=False)
+    access_token_expire_minutes: int = Field(default=60, ge=1, le=60 * 24 * 30)
+    max_top_up: int = Field(default=1_000_000, ge=1)
+    max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    author_share_percent: int = Field(default=70, ge=0, le=100)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: str = "info"
+    db_pool_size: int = Field(default=10, ge=1)
+
+    @model_validator(mode="after")
+    def _refuse_default_secret_in_production(self) -> Settings:
+        if self.env is Environment.production:
+            key = self.secret_key
+            if key is None or key.strip().lower() in KNOWN_DEFAULT_SECRETS:
+                raise ValueError(
+                    "MLMARKET_SECRET_KEY must be set to a random value in production "
+                    "(for example: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+                )
+            if len(key) < MIN_PRODUCTION_SECRET_LENGTH:
+                raise ValueError(
+                    f"MLMARKET_SECRET_KEY must be at least {MIN_PRODUCTION_SECRET_LENGTH} "
+                    "characters long in production"
+                )
+            if self.database_url is None:
+                raise ValueError("MLMARKET_DATABASE_URL must be set in production")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'mlmarket.db').as_posix()}"
+        # psycopg 3 is the only PostgreSQL driver mlmarket ships with.
+        for prefix in ("postgresql://", "postgres://", "postgresql+psycopg2://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix) :]
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+    def resolved_secret_key(self) -> str:
+        """The signing key: the configured one, or one generated once and kept in the data folder."""
+        if self.secret_key:
+            return self.secret_key
+        if self.env is Environment.production:  # pragma: no cover - the validator refuses this
+            raise ConfigError("MLMARKET_SECRET_KEY is required in production")
+        path = self.data_dir / "secret_key"
+        if path.exists():
+            stored = path.read_text().strip()
+            if stored:
+                return stored
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        generated = secrets.token_urlsafe(48)
+        path.touch(mode=0o600, exist_ok=True)
+        path.write_text(generated)
+        return generated
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,65 @@
+"""Password hashing (Argon2 through passlib) and access tokens (HS256 JWT through python-jose)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from jose import JWTError, jwt
+from passlib.context import CryptContext
+
+ALGORITHM = "HS256"
+TOKEN_TYPE_ACCESS = "access"
+
+_pwd = CryptContext(schemes=["argon2"], deprecated="auto")
+
+
+class InvalidToken(Exception):
+    pass
+
+
+def hash_password(password: str) -> str:
+    return _pwd.hash(password)
+
+
+def verify_password(password: str, hashed: str) -> bool:
+    try:
+        return _pwd.verify(password, hashed)
+    except (ValueError, TypeError):
+        return False
+
+
+# Hashing a throwaway password makes a login for an unknown email take as long as a real one.
+_DUMMY_HASH = hash_password("mlmarket-timing-equaliser")
+
+
+def burn_password_check(password: str) -> None:
+    verify_password(password, _DUMMY_HASH)
+
+
+def create_access_token(subject: str, secret: str, expires_in: timedelta) -> str:
+    now = datetime.now(UTC)
+    claims: dict[str, Any] = {
+        "sub": subject,
+        "iat": int(now.timestamp()),
+        "exp": int((now + expires_in).timestamp()),
+        "type": TOKEN_TYPE_ACCESS,
+    }
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def decode_access_token(token: str, secret: str) -> str:
+    """The token's subject, or InvalidToken when it is expired, forged or not an access token."""
+    try:
+        header = jwt.get_unverified_header(token)
+        if header.get("alg") != ALGORITHM:
+            raise InvalidToken("unsupported token algorithm")
+        claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require_exp": True, "require_sub": True})
+    except JWTError as exc:
+        raise InvalidToken(str(exc)) from exc
+    if claims.get("type") != TOKEN_TYPE_ACCESS:
+        raise InvalidToken("not an access token")
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise InvalidToken("token has no subject")
+    return sub

@@ -1,0 +1,149 @@
+"""Fixtures: every database test runs on SQLite and on a fresh PostgreSQL database.
+
+PostgreSQL is found at MLMARKET_TEST_POSTGRES_URL (default: the machine's
+server on 127.0.0.1:5432). With CI=true an unreachable server fails the run;
+elsewhere its tests are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from app import migrations
+from app.core.config import Environment, Settings
+from app.core.db import make_engine
+from app.main import create_app
+from app.models.user import Role
+from app.services import users
+
+TEST_SECRET = "test-secret-key-for-mlmarket-tests-only-0123456789"
+POSTGRES_ADMIN_URL = os.environ.get("MLMARKET_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# Tables emptied between tests, children first. The platform account is re-seeded.
+TABLES = ("charge_holds", "ledger_entries", "accounts", "users")
+
+
+def unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: a missing service is a failure)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    name = f"mlmarket_test_{uuid.uuid4().hex[:10]}"
+    try:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        unavailable(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {exc}")
+    base = sa.engine.make_url(POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://", 1))
+    yield base.set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def db_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def migrated_database(db_backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> str:
+    """A database at the newest migration: a template file for SQLite, the session database for PostgreSQL."""
+    if db_backend == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite-template') / 'template.db'}"
+    else:
+        url = request.getfixturevalue("postgres_database")
+    migrations.upgrade(make_settings(url, Path(tmp_path_factory.mktemp("migrate-data"))))
+    return url
+
+
+def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
+    return Settings(
+        env=Environment.test,
+        database_url=database_url,
+        secret_key=TEST_SECRET,
+        data_dir=data_dir,
+        **overrides,
+    )
+
+
+@pytest.fixture
+def database_url(db_backend: str, migrated_database: str, tmp_path: Path) -> str:
+    """A migrated, empty database for one test."""
+    if db_backend == "sqlite":
+        template = Path(sa.engine.make_url(migrated_database).database or "")
+        target = tmp_path / "mlmarket.db"
+        shutil.copyfile(template, target)
+        return f"sqlite:///{target}"
+    engine = sa.create_engine(migrated_database)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+        conn.execute(
+            sa.text("INSERT INTO accounts (name, user_id, balance, created_at) VALUES ('platform', NULL, 0, now())")
+        )
+    engine.dispose()
+    return migrated_database
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(database_url, tmp_path / "data")
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    engine = make_engine(settings)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    with Session(engine, expire_on_commit=False) as session:
+        yield session
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture
+def make_user(client: TestClient) -> Callable[..., dict[str, str]]:
+    """Registers a user over the API and returns headers carrying their token."""
+
+    def make(email: str | None = None, password: str = "correct horse battery") -> dict[str, str]:
+        email = email or f"user-{uuid.uuid4().hex[:8]}@example.com"
+        r = client.post("/api/v1/auth/register", json={"email": email, "password": password})
+        assert r.status_code == 201, r.text
+        r = client.post("/api/v1/auth/token", data={"username": email, "password": password})
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+    return make
+
+
+@pytest.fixture
+def admin_headers(client: TestClient, engine: Engine) -> dict[str, str]:
+    email, password = "admin@example.com", "admin-password-123"
+    with Session(engine) as s:
+        users.create_user(s, email=email, password=password, role=Role.admin)
+    r = client.post("/api/v1/auth/token", data={"username": email, "password": password})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}

@@ -10,9 +10,10 @@ import sys
 
 from pydantic import ValidationError
 
+from app.core.config import Settings
 
-def _settings():  # type: ignore[no-untyped-def]
-    from app.core.config import Settings
+
+def _settings() -> Settings:
 
     try:
         return Settings()

@@ -72,8 +72,7 @@ class Settings(BaseSettings):
                 )
             if len(key) < MIN_PRODUCTION_SECRET_LENGTH:
                 raise ValueError(
-                    f"MLMARKET_SECRET_KEY must be at least {MIN_PRODUCTION_SECRET_LENGTH} "
-                    "characters long in production"
+                    f"MLMARKET_SECRET_KEY must be at least {MIN_PRODUCTION_SECRET_LENGTH} characters long in production"
                 )
             if self.database_url is None:
                 raise ValueError("MLMARKET_DATABASE_URL must be set in production")

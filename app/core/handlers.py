@@ -34,14 +34,18 @@ def describe_validation_errors(errors: Sequence[Any]) -> str:
 def _jsonable_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
     out = []
     for err in errors:
-        out.append({"loc": [str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", "")), "type": err.get("type")})
+        out.append(
+            {"loc": [str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", "")), "type": err.get("type")}
+        )
     return out
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status_code, content={"detail": exc.detail, **exc.extra}, headers=exc.headers)
+        return JSONResponse(
+            status_code=exc.status_code, content={"detail": exc.detail, **exc.extra}, headers=exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

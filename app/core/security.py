@@ -9,7 +9,7 @@ from jose import JWTError, jwt
 from passlib.context import CryptContext
 
 ALGORITHM = "HS256"
-TOKEN_TYPE_ACCESS = "access"
+TOKEN_TYPE_ACCESS = "access"  # noqa: S105 - a claim value, not a secret
 
 _pwd = CryptContext(schemes=["argon2"], deprecated="auto")
 
@@ -19,12 +19,12 @@ class InvalidToken(Exception):
 
 
 def hash_password(password: str) -> str:
-    return _pwd.hash(password)
+    return str(_pwd.hash(password))
 
 
 def verify_password(password: str, hashed: str) -> bool:
     try:
-        return _pwd.verify(password, hashed)
+        return bool(_pwd.verify(password, hashed))
     except (ValueError, TypeError):
         return False
 
@@ -45,7 +45,7 @@ def create_access_token(subject: str, secret: str, expires_in: timedelta) -> str
         "exp": int((now + expires_in).timestamp()),
         "type": TOKEN_TYPE_ACCESS,
     }
-    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+    return str(jwt.encode(claims, secret, algorithm=ALGORITHM))
 
 
 def decode_access_token(token: str, secret: str) -> str:

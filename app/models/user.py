@@ -54,5 +54,5 @@ class UserAdminPublic(UserPublic):
 
 class Token(SQLModel):
     access_token: str
-    token_type: str = "bearer"
+    token_type: str = "bearer"  # noqa: S105 - OAuth2 token type
     expires_in: int

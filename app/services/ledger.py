@@ -223,8 +223,7 @@ def settle(session: Session, *, task_id: str, author_user_id: int | None, author
     if hold is None:
         return False
     payout, fee = split(hold.amount, author_share_percent if author_user_id is not None else 0)
-    if payout:
-        assert author_user_id is not None
+    if payout and author_user_id is not None:
         _move(
             session,
             account_id=user_account(session, author_user_id).id or 0,
@@ -297,9 +296,7 @@ def verify(session: Session) -> LedgerReport:
 
     hold_errors = _hold_problems(session)
     if int(minted) != total_balance + int(held):
-        hold_errors.insert(
-            0, f"credits not conserved: minted {minted} != balances {total_balance} + held {held}"
-        )
+        hold_errors.insert(0, f"credits not conserved: minted {minted} != balances {total_balance} + held {held}")
     return LedgerReport(
         ok=not mismatches and running_errors == 0 and not hold_errors,
         accounts_checked=len(per_account),

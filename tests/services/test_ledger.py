@@ -6,7 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, given, settings as hyp_settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -98,18 +99,16 @@ def test_ledger_entries_cannot_be_updated_or_deleted(engine: Engine, session: Se
     ledger.top_up(session, user_id=uid(payer), amount=5, idempotency_key="k")
     session.commit()
     for statement in ("UPDATE ledger_entries SET amount = 500", "DELETE FROM ledger_entries"):
-        with pytest.raises(DBAPIError, match="append-only"):
-            with engine.begin() as conn:
-                conn.execute(sa.text(statement))
+        with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
+            conn.execute(sa.text(statement))
     assert ledger.balance_of(session, uid(payer)) == 5
 
 
 def test_the_balance_check_constraint_holds_even_for_raw_sql(engine: Engine, session: Session) -> None:
     new_user(session)
     session.commit()
-    with pytest.raises(IntegrityError):
-        with engine.begin() as conn:
-            conn.execute(sa.text("UPDATE accounts SET balance = -1"))
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(sa.text("UPDATE accounts SET balance = -1"))
 
 
 def test_verify_catches_a_tampered_balance(engine: Engine, session: Session) -> None:
@@ -152,7 +151,9 @@ def test_fifty_concurrent_charges_never_overdraw(engine: Engine, session: Sessio
         with engine.connect() as conn:
             while not stop.is_set():
                 lowest.append(
-                    conn.execute(sa.text("SELECT balance FROM accounts WHERE user_id = :u"), {"u": uid(payer)}).scalar_one()
+                    conn.execute(
+                        sa.text("SELECT balance FROM accounts WHERE user_id = :u"), {"u": uid(payer)}
+                    ).scalar_one()
                 )
                 conn.rollback()
 
@@ -204,9 +205,13 @@ operations = st.lists(
 
 @hyp_settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=operations)
-def test_any_sequence_of_operations_keeps_the_ledger_consistent(session: Session, ops: list[tuple[str, int, int]]) -> None:
+def test_any_sequence_of_operations_keeps_the_ledger_consistent(
+    session: Session, ops: list[tuple[str, int, int]]
+) -> None:
     # Hypothesis reuses the fixture's database across examples: the ledger keeps growing, and must stay consistent.
-    people = session.info.setdefault("people", [new_user(session) for _ in range(3)])
+    if "people" not in session.info:
+        session.info["people"] = [new_user(session) for _ in range(3)]
+    people = session.info["people"]
     tasks: list[str] = []
     for op, who, amount in ops:
         if op == "top_up":
@@ -224,7 +229,9 @@ def test_any_sequence_of_operations_keeps_the_ledger_consistent(session: Session
             if op == "refund":
                 ledger.refund(session, task_id=task_id)
             else:
-                ledger.settle(session, task_id=task_id, author_user_id=uid(people[who % 3]), author_share_percent=amount)
+                ledger.settle(
+                    session, task_id=task_id, author_user_id=uid(people[who % 3]), author_share_percent=amount
+                )
             session.commit()
         for person in people:
             assert ledger.balance_of(session, uid(person)) >= 0

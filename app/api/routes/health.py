@@ -1,12 +1,12 @@
 from __future__ import annotations
 
+from typing import Annotated
+
 import sqlalchemy as sa
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from typing import Annotated
-from fastapi import Depends
 
 from app.api.deps import get_engine
 

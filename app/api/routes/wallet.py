@@ -43,6 +43,8 @@ def create_top_up(
 
 
 @router.get("/ledger", response_model=list[LedgerEntryPublic])
-def read_ledger(user: CurrentUser, session: SessionDep, limit: Limit = 50, offset: Offset = 0) -> list[LedgerEntryPublic]:
+def read_ledger(
+    user: CurrentUser, session: SessionDep, limit: Limit = 50, offset: Offset = 0
+) -> list[LedgerEntryPublic]:
     entries = ledger.list_entries(session, user_id=user.id or 0, limit=limit, offset=offset)
     return [LedgerEntryPublic.model_validate(e) for e in entries]

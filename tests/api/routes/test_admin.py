@@ -59,4 +59,7 @@ def test_crediting_an_unknown_user_is_404(client: TestClient, admin_headers: dic
     assert r.status_code == 404
     assert "424242" in r.json()["detail"]
     for bad in ("abc", "0", "-1", "99999999999999999999"):
-        assert client.post(f"/api/v1/admin/users/{bad}/credits", headers=admin_headers, json={"amount": 5}).status_code == 422
+        assert (
+            client.post(f"/api/v1/admin/users/{bad}/credits", headers=admin_headers, json={"amount": 5}).status_code
+            == 422
+        )

@@ -45,7 +45,9 @@ def test_register_twice_with_the_same_email_is_409(client: TestClient) -> None:
         ({"email": 5, "password": "password1"}, "email"),
     ],
 )
-def test_register_rejects_bad_input_with_a_readable_422(client: TestClient, body: dict[str, object], mentions: str) -> None:
+def test_register_rejects_bad_input_with_a_readable_422(
+    client: TestClient, body: dict[str, object], mentions: str
+) -> None:
     r = client.post(REGISTER, json=body)
     assert r.status_code == 422
     assert isinstance(r.json()["detail"], str)
@@ -87,15 +89,27 @@ def _user_id(client: TestClient) -> str:
     [
         pytest.param(lambda uid: security.create_access_token(uid, TEST_SECRET, timedelta(seconds=-5)), id="expired"),
         pytest.param(lambda uid: "garbage.token.value", id="garbage"),
-        pytest.param(lambda uid: security.create_access_token(uid, "another-secret-key-xxxxxxxxxxxxxxx", timedelta(minutes=5)), id="wrong-key"),
-        pytest.param(lambda uid: f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64({'sub': uid, 'exp': 4102444800, 'type': 'access'})}.", id="alg-none"),
+        pytest.param(
+            lambda uid: security.create_access_token(uid, "another-secret-key-xxxxxxxxxxxxxxx", timedelta(minutes=5)),
+            id="wrong-key",
+        ),
+        pytest.param(
+            lambda uid: (
+                f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64({'sub': uid, 'exp': 4102444800, 'type': 'access'})}."
+            ),
+            id="alg-none",
+        ),
         pytest.param(
             lambda uid: jwt.encode({"sub": uid, "exp": 4102444800, "type": "refresh"}, TEST_SECRET, algorithm="HS256"),
             id="wrong-type",
         ),
-        pytest.param(lambda uid: jwt.encode({"sub": uid, "type": "access"}, TEST_SECRET, algorithm="HS256"), id="no-expiry"),
         pytest.param(
-            lambda uid: jwt.encode({"sub": "999999", "exp": 4102444800, "type": "access"}, TEST_SECRET, algorithm="HS256"),
+            lambda uid: jwt.encode({"sub": uid, "type": "access"}, TEST_SECRET, algorithm="HS256"), id="no-expiry"
+        ),
+        pytest.param(
+            lambda uid: jwt.encode(
+                {"sub": "999999", "exp": 4102444800, "type": "access"}, TEST_SECRET, algorithm="HS256"
+            ),
             id="unknown-user",
         ),
         pytest.param(

@@ -45,8 +45,17 @@ def test_metrics_count_requests_by_route_template_and_status(
 def test_openapi_docs_are_served(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
-    for path in ("/api/v1/auth/register", "/api/v1/auth/token", "/api/v1/users/me", "/api/v1/wallet",
-                 "/api/v1/wallet/top-ups", "/api/v1/wallet/ledger", "/api/v1/admin/users",
-                 "/api/v1/admin/users/{user_id}/credits", "/api/v1/admin/ledger/verify",
-                 "/api/health/live", "/api/health/ready"):
+    for path in (
+        "/api/v1/auth/register",
+        "/api/v1/auth/token",
+        "/api/v1/users/me",
+        "/api/v1/wallet",
+        "/api/v1/wallet/top-ups",
+        "/api/v1/wallet/ledger",
+        "/api/v1/admin/users",
+        "/api/v1/admin/users/{user_id}/credits",
+        "/api/v1/admin/ledger/verify",
+        "/api/health/live",
+        "/api/health/ready",
+    ):
         assert path in paths

@@ -23,7 +23,9 @@ def test_new_wallet_is_empty(client: TestClient, make_user: Callable[..., dict[s
     assert client.get(LEDGER, headers=headers).json() == []
 
 
-def test_top_ups_add_up_and_show_in_the_ledger_newest_first(client: TestClient, make_user: Callable[..., dict[str, str]]) -> None:
+def test_top_ups_add_up_and_show_in_the_ledger_newest_first(
+    client: TestClient, make_user: Callable[..., dict[str, str]]
+) -> None:
     headers = make_user()
     first = top_up(client, headers, 100)
     assert first.status_code == 201
@@ -42,7 +44,9 @@ def test_top_ups_add_up_and_show_in_the_ledger_newest_first(client: TestClient, 
     assert [e["amount"] for e in page] == [100]
 
 
-def test_replayed_top_up_returns_the_first_result_and_credits_once(client: TestClient, make_user: Callable[..., dict[str, str]]) -> None:
+def test_replayed_top_up_returns_the_first_result_and_credits_once(
+    client: TestClient, make_user: Callable[..., dict[str, str]]
+) -> None:
     headers = make_user()
     key = str(uuid.uuid4())
     first = top_up(client, headers, 40, key)
@@ -54,7 +58,9 @@ def test_replayed_top_up_returns_the_first_result_and_credits_once(client: TestC
     assert len(client.get(LEDGER, headers=headers).json()) == 1
 
 
-def test_same_key_with_another_amount_is_422_and_moves_nothing(client: TestClient, make_user: Callable[..., dict[str, str]]) -> None:
+def test_same_key_with_another_amount_is_422_and_moves_nothing(
+    client: TestClient, make_user: Callable[..., dict[str, str]]
+) -> None:
     headers = make_user()
     key = str(uuid.uuid4())
     top_up(client, headers, 40, key)
@@ -73,7 +79,18 @@ def test_idempotency_keys_belong_to_one_user(client: TestClient, make_user: Call
 
 @pytest.mark.parametrize(
     ("amount", "status"),
-    [(0, 422), (-5, 422), (1.5, 422), ("abc", 422), ("10", 422), (10**12, 422), (1_000_001, 422), (None, 422), ([5], 422), (True, 422)],
+    [
+        (0, 422),
+        (-5, 422),
+        (1.5, 422),
+        ("abc", 422),
+        ("10", 422),
+        (10**12, 422),
+        (1_000_001, 422),
+        (None, 422),
+        ([5], 422),
+        (True, 422),
+    ],
 )
 def test_bad_amounts_are_refused_and_move_nothing(
     client: TestClient, make_user: Callable[..., dict[str, str]], amount: object, status: int

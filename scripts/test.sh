@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Every check of mlmarket, from a fresh clone: installs what it needs into .venv,
+# makes sure PostgreSQL and RabbitMQ answer on 127.0.0.1, then runs ruff, mypy,
+# the import contracts and pytest. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+
+ensure_services() {
+  if ! port_open 5432 && command -v pg_ctlcluster >/dev/null 2>&1; then
+    log "starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+    wait_for_port 5432 PostgreSQL || true
+  fi
+  if ! port_open 5672 && command -v rabbitmq-server >/dev/null 2>&1; then
+    log "starting RabbitMQ"
+    rabbitmq-server -detached || true
+    wait_for_port 5672 RabbitMQ || true
+  fi
+}
+
+log "installing into .venv"
+ensure_venv "[dev]"
+.venv/bin/python -c "import pytest, hypothesis"
+
+ensure_services
+
+log "ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+log "mypy"
+.venv/bin/mypy
+log "import contracts"
+.venv/bin/lint-imports
+log "pytest"
+.venv/bin/python -m pytest "$@"

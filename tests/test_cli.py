@@ -1,0 +1,116 @@
+"""The ``mlmarket`` command and ``init.sh``, run as a person would run them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import TEST_SECRET
+
+REPO = Path(__file__).resolve().parents[1]
+MLMARKET = [sys.executable, "-m", "app.cli"]
+
+
+def run(args: list[str], env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([*MLMARKET, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture
+def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLMARKET_")}
+    env.update(MLMARKET_DATABASE_URL=database_url, MLMARKET_DATA_DIR=str(tmp_path), MLMARKET_SECRET_KEY=TEST_SECRET)
+    return env
+
+
+def test_migrate_create_admin_and_verify_the_ledger(cli_env: dict[str, str]) -> None:
+    assert "head" in run(["migrate"], cli_env).stdout
+    created = run(["create-admin", "--email", "Root@Example.com", "--password", "admin-pass-1"], cli_env)
+    assert "created admin root@example.com" in created.stdout
+    again = run(["create-admin", "--email", "root@example.com"], {**cli_env, "MLMARKET_ADMIN_PASSWORD": "admin-pass-2"})
+    assert "updated admin" in again.stdout
+    verify = run(["ledger", "verify"], cli_env)
+    assert "ledger OK" in verify.stdout
+    assert '"ok": true' in run(["ledger", "verify", "--json"], cli_env).stdout
+
+
+def test_create_admin_refuses_a_short_password(cli_env: dict[str, str]) -> None:
+    result = run(["create-admin", "--email", "x@example.com", "--password", "short"], cli_env, check=False)
+    assert result.returncode != 0
+    assert "password" in result.stderr
+
+
+def test_ledger_verify_exits_non_zero_on_a_mismatch(cli_env: dict[str, str], database_url: str) -> None:
+    import sqlalchemy as sa
+
+    from tests.conftest import make_settings
+
+    engine = sa.create_engine(make_settings(database_url, Path(".")).sqlalchemy_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE accounts SET balance = 7 WHERE name = 'platform'"))
+    engine.dispose()
+    result = run(["ledger", "verify"], cli_env, check=False)
+    assert result.returncode == 1
+    assert "LEDGER MISMATCH" in result.stdout
+
+
+def test_production_refuses_to_serve_with_a_default_secret(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLMARKET_")}
+    env.update(MLMARKET_ENV="production", MLMARKET_SECRET_KEY="changeme", MLMARKET_DATABASE_URL="postgresql://x@h/db")
+    result = subprocess.run([*MLMARKET, "serve"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "MLMARKET_SECRET_KEY" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_init_sh_serves_the_openapi_docs_on_the_embedded_default(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLMARKET_")}
+    env.update(MLMARKET_DATA_DIR=str(tmp_path / "data"), MLMARKET_PORT=str(port))
+    proc = subprocess.Popen(
+        ["bash", str(REPO / "init.sh")],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        docs = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                docs = httpx.get(f"http://127.0.0.1:{port}/docs", timeout=2)
+                break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        assert docs is not None, "init.sh did not bring the API up"
+        assert docs.status_code == 200
+        assert "swagger" in docs.text.lower()
+        assert (tmp_path / "data" / "mlmarket.db").exists()
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/api/v1/auth/register",
+            json={"email": "first@example.com", "password": "password-1"},
+        )
+        assert r.status_code == 201
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        output = proc.communicate(timeout=30)[0]
+    assert f"http://127.0.0.1:{port}/docs" in output

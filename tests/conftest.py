@@ -28,6 +28,8 @@ from app.main import create_app
 from app.models.user import Role
 from app.services import users
 
+pytest_plugins = ["tests.s3_server"]
+
 TEST_SECRET = "test-secret-key-for-mlmarket-tests-only-0123456789"
 POSTGRES_ADMIN_URL = os.environ.get("MLMARKET_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

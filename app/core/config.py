@@ -60,6 +60,15 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "info"
     db_pool_size: int = Field(default=10, ge=1)
+    s3_endpoint_url: str | None = None
+    s3_bucket: str | None = None
+    s3_prefix: str = "mlmarket"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = Field(default=None, repr=False)
+    s3_region: str = "us-east-1"
+    store_dir: Path | None = None
+    model_cache_max_models: int = Field(default=16, ge=1)
+    model_cache_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
 
     @model_validator(mode="after")
     def _refuse_default_secret_in_production(self) -> Settings:

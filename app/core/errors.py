@@ -63,3 +63,17 @@ class TooManyRequests(AppError):
 
 class ServiceUnavailable(AppError):
     status_code = 503
+
+
+class StoreError(AppError):
+    """The model artifact store (DVC and its remote) cannot serve the request."""
+
+    status_code = 503
+
+
+class ArtifactCorrupted(StoreError):
+    """An artifact's bytes do not match the md5 recorded for it."""
+
+
+class ArtifactMissing(StoreError):
+    """No artifact with the requested md5 exists in the store's remote."""

@@ -1,0 +1,327 @@
+"""The artifact store on DVC: a repository without git whose default remote is a folder or an S3 bucket.
+
+Layout of the workspace (``settings.store_dir``, default ``<data dir>/dvc``)::
+
+    .dvc/                 the DVC repository (config, config.local with S3 keys, cache)
+    artifacts/<name>      files put into the store, each with its ``<name>.dvc``
+    fetched/<md5>.dvc     written from an ArtifactRef to pull an artifact by md5 alone
+    fetched/<md5>         the pulled copy, verified against its md5 before it is returned
+    .lock                 file lock: DVC repositories are not safe for concurrent use
+
+The remote keeps DVC's content-addressed layout (``files/md5/ab/cdef…``), so every
+worker that shares the remote can fetch any artifact from its ``ArtifactRef``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import boto3
+import yaml
+from botocore.config import Config as BotoConfig
+from dvc.exceptions import CheckoutError
+from dvc.repo import Repo
+
+from app.core.config import Settings
+from app.core.errors import ArtifactCorrupted, ArtifactMissing, BadRequest, StoreError
+from app.store.base import MD5_PATTERN, ArtifactRef, ArtifactStore, file_md5
+
+log = logging.getLogger(__name__)
+
+REMOTE_NAME = "store"
+ARTIFACTS_DIR = "artifacts"
+FETCHED_DIR = "fetched"
+S3_CONNECT_TIMEOUT_SECONDS = 5
+S3_READ_TIMEOUT_SECONDS = 60
+PROBE_TIMEOUT_SECONDS = 3
+
+# One lock per workspace for every store object in this process; the file lock covers other processes.
+_workspace_locks: dict[Path, threading.RLock] = {}
+_workspace_locks_guard = threading.Lock()
+
+
+def _thread_lock_for(root: Path) -> threading.RLock:
+    with _workspace_locks_guard:
+        return _workspace_locks.setdefault(root, threading.RLock())
+
+
+class DvcStore:
+    """An :class:`ArtifactStore` on a DVC repository; subclasses say which remote it pushes to."""
+
+    remote_description: str
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self._thread_lock = _thread_lock_for(self.root)
+        with self._locked():
+            self._init_repo()
+
+    # -- configuration -------------------------------------------------------------------------
+
+    def _remote_config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _remote_secrets(self) -> dict[str, Any]:
+        return {}
+
+    def _init_repo(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not (self.root / ".dvc").is_dir():
+            Repo.init(str(self.root), no_scm=True)
+        site_cache = self.root / ".dvc" / "tmp" / "site-cache"
+        site_cache.mkdir(parents=True, exist_ok=True)
+        # Written on every start so a changed setting (a new bucket, rotated keys) takes effect.
+        with self._repo() as repo:
+            with repo.config.edit(level="repo") as conf:
+                conf["core"]["remote"] = REMOTE_NAME
+                conf["core"]["analytics"] = False
+                conf["core"]["site_cache_dir"] = str(site_cache)
+                conf["remote"][REMOTE_NAME] = self._remote_config()
+            with repo.config.edit(level="local") as conf:
+                conf["remote"].pop(REMOTE_NAME, None)
+                if secrets := self._remote_secrets():
+                    conf["remote"][REMOTE_NAME] = secrets
+        local_config = self.root / ".dvc" / "config.local"
+        if local_config.exists():
+            local_config.chmod(0o600)
+
+    # -- locking and the repository --------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._thread_lock:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with (self.root / ".lock").open("a") as lock_file:
+                fcntl.flock(lock_file, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def _repo(self) -> Iterator[Repo]:
+        # A fresh Repo per operation: its cached index would otherwise go stale between calls.
+        repo = Repo(str(self.root))
+        try:
+            yield repo
+        finally:
+            repo.close()
+
+    # -- the ArtifactStore interface -------------------------------------------------------------
+
+    def put(self, local_file: Path, name: str) -> ArtifactRef:
+        relative = _checked_name(name)
+        if not local_file.is_file():
+            raise BadRequest(f"cannot store {local_file}: it is not a file")
+        target = self.root / ARTIFACTS_DIR / relative
+        with self._locked():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if local_file.resolve() != target.resolve():
+                shutil.copyfile(local_file, target)
+            dvc_file = target.with_name(target.name + ".dvc")
+            try:
+                with self._repo() as repo:
+                    repo.add(str(target))
+                    out = _read_dvc_out(dvc_file)
+                    repo.push(targets=[str(dvc_file)], remote=REMOTE_NAME)
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise StoreError(f"could not store artifact {name!r} in {self.remote_description}: {exc}") from exc
+        ref = ArtifactRef(md5=out["md5"], size=int(out["size"]), path=relative.as_posix())
+        log.info("stored artifact %s (md5 %s, %d bytes) in %s", ref.path, ref.md5, ref.size, self.remote_description)
+        return ref
+
+    def fetch(self, ref: ArtifactRef) -> Path:
+        if not MD5_PATTERN.fullmatch(ref.md5):
+            raise ArtifactMissing(f"artifact {ref.path!r} has no valid md5 ({ref.md5!r})")
+        fetched = self.root / FETCHED_DIR
+        target = fetched / ref.md5
+        with self._locked():
+            if target.is_file():
+                if file_md5(target) == ref.md5:
+                    return target
+                target.unlink()  # a damaged copy; the cache or the remote has the real one
+            fetched.mkdir(parents=True, exist_ok=True)
+            dvc_file = fetched / f"{ref.md5}.dvc"
+            out = {"md5": ref.md5, "size": ref.size, "hash": "md5", "path": ref.md5}
+            dvc_file.write_text(yaml.safe_dump({"outs": [out]}, sort_keys=False))
+            with self._repo() as repo:
+                self._require_object(repo, ref)
+                try:
+                    repo.pull(targets=[str(dvc_file)], remote=REMOTE_NAME, force=True)
+                except CheckoutError as exc:
+                    # The object exists but DVC found its content does not hash to the md5, and refused it.
+                    self._discard(repo, target, ref.md5)
+                    raise ArtifactCorrupted(
+                        f"artifact {ref.path!r} is corrupted in {self.remote_description}: "
+                        f"its content does not match md5 {ref.md5}",
+                        md5=ref.md5,
+                    ) from exc
+                except Exception as exc:
+                    raise StoreError(
+                        f"could not fetch artifact {ref.path!r} from {self.remote_description}: {exc}"
+                    ) from exc
+                if not target.is_file():
+                    raise ArtifactMissing(f"artifact {ref.path!r} (md5 {ref.md5}) was not found in the store")
+                actual = file_md5(target)
+                if actual != ref.md5:
+                    self._discard(repo, target, ref.md5)
+                    raise ArtifactCorrupted(
+                        f"artifact {ref.path!r} is corrupted: expected md5 {ref.md5}, got {actual}",
+                        md5=ref.md5,
+                    )
+        return target
+
+    def check(self) -> None:
+        raise NotImplementedError
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _require_object(self, repo: Repo, ref: ArtifactRef) -> None:
+        """Tell a missing artifact apart before pulling: DVC reports missing and corrupted objects alike."""
+        try:
+            if repo.cache.local.exists(ref.md5):
+                return
+            in_remote = bool(repo.cloud.get_remote_odb(REMOTE_NAME).exists(ref.md5))
+        except Exception as exc:
+            raise StoreError(f"could not fetch artifact {ref.path!r} from {self.remote_description}: {exc}") from exc
+        if not in_remote:
+            raise ArtifactMissing(f"artifact {ref.path!r} (md5 {ref.md5}) is not in {self.remote_description}")
+
+    @staticmethod
+    def _discard(repo: Repo, target: Path, md5: str) -> None:
+        """Forget a bad copy so the next fetch goes back to the remote."""
+        target.unlink(missing_ok=True)
+        with contextlib.suppress(Exception):
+            cached = Path(repo.cache.local.oid_to_path(md5))
+            cached.unlink(missing_ok=True)
+
+
+class LocalRemoteStore(DvcStore):
+    """The embedded default: the remote is a folder on this machine (or a shared volume)."""
+
+    def __init__(self, root: Path, remote_dir: Path) -> None:
+        self.remote_dir = remote_dir.resolve()
+        self.remote_description = f"the local remote {self.remote_dir}"
+        self.remote_dir.mkdir(parents=True, exist_ok=True)
+        super().__init__(root)
+
+    def _remote_config(self) -> dict[str, Any]:
+        return {"url": str(self.remote_dir)}
+
+    def check(self) -> None:
+        if not self.remote_dir.is_dir():
+            raise StoreError(f"the local remote {self.remote_dir} does not exist")
+        if not os.access(self.remote_dir, os.R_OK | os.W_OK | os.X_OK):
+            raise StoreError(f"the local remote {self.remote_dir} is not readable and writable")
+
+
+class S3RemoteStore(DvcStore):
+    """The real-services mode: the remote is an S3 bucket (MinIO, SeaweedFS, AWS)."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        bucket: str,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        region: str = "us-east-1",
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self._access_key_id = access_key_id
+        self._secret_access_key = secret_access_key
+        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        where = f" at {endpoint_url}" if endpoint_url else ""
+        self.remote_description = f"the S3 remote {self.url}{where}"
+        super().__init__(root)
+
+    def _remote_config(self) -> dict[str, Any]:
+        conf: dict[str, Any] = {
+            "url": self.url,
+            "region": self.region,
+            "connect_timeout": S3_CONNECT_TIMEOUT_SECONDS,
+            "read_timeout": S3_READ_TIMEOUT_SECONDS,
+            "verify": True,
+        }
+        if self.endpoint_url:
+            conf["endpointurl"] = self.endpoint_url
+        return conf
+
+    def _remote_secrets(self) -> dict[str, Any]:
+        secrets: dict[str, Any] = {}
+        if self._access_key_id:
+            secrets["access_key_id"] = self._access_key_id
+        if self._secret_access_key:
+            secrets["secret_access_key"] = self._secret_access_key
+        return secrets
+
+    def check(self) -> None:
+        # A probe answers fast: one attempt with short timeouts, where DVC's own client retries for seconds.
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            aws_access_key_id=self._access_key_id,
+            aws_secret_access_key=self._secret_access_key,
+            config=BotoConfig(
+                connect_timeout=PROBE_TIMEOUT_SECONDS,
+                read_timeout=PROBE_TIMEOUT_SECONDS,
+                retries={"max_attempts": 1, "mode": "standard"},
+            ),
+        )
+        try:
+            client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:
+            raise StoreError(f"{self.remote_description} is not reachable: {exc}") from exc
+
+
+def make_store(settings: Settings) -> ArtifactStore:
+    """The store the settings ask for: S3 when ``MLMARKET_S3_BUCKET`` is set, else a local-folder remote."""
+    root = settings.store_dir or settings.data_dir / "dvc"
+    if settings.s3_bucket:
+        return S3RemoteStore(
+            root,
+            bucket=settings.s3_bucket,
+            prefix=settings.s3_prefix,
+            endpoint_url=settings.s3_endpoint_url,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=settings.s3_secret_access_key,
+            region=settings.s3_region,
+        )
+    return LocalRemoteStore(root, settings.data_dir / "dvc-remote")
+
+
+def _checked_name(name: str) -> PurePosixPath:
+    path = PurePosixPath(name)
+    if (
+        not name
+        or "\\" in name
+        or path.is_absolute()
+        or any(part in ("", ".", "..") for part in path.parts)
+        or path.name.endswith(".dvc")
+    ):
+        raise BadRequest(f"invalid artifact name {name!r}: use a relative path such as 'models/iris/v1/model.skops'")
+    return path
+
+
+def _read_dvc_out(dvc_file: Path) -> dict[str, Any]:
+    data = yaml.safe_load(dvc_file.read_text())
+    outs = data.get("outs") if isinstance(data, dict) else None
+    if not outs or "md5" not in outs[0] or "size" not in outs[0]:
+        raise StoreError(f"DVC wrote an unexpected file {dvc_file}: {data!r}")
+    return dict(outs[0])

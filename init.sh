@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The local mlmarket in one command: a virtual environment, the install, the
-# database migrations, then the API on http://127.0.0.1:8000 (embedded default:
-# SQLite and a generated secret under ./data). Stop it with Ctrl-C.
+# The local mlmarket demo in one command: a virtual environment, the install,
+# the database migrations, the demo data (users, credits, trained models), then
+# the API with its worker on http://127.0.0.1:8000. Stop it with Ctrl-C.
 #
-# Set MLMARKET_* variables (see README.md) to use PostgreSQL instead.
+# Embedded default: SQLite, an in-process queue and worker, and a local DVC
+# remote, all under ./data. Set MLMARKET_DATABASE_URL, MLMARKET_BROKER_URL and
+# MLMARKET_S3_* (see README.md) to use PostgreSQL, RabbitMQ and S3 instead; the
+# workers then run as separate processes (MLMARKET_WORKERS of them, default 1).
 set -euo pipefail
 cd "$(dirname "$0")"
 # shellcheck source=scripts/lib.sh
@@ -18,13 +21,32 @@ ensure_venv ""
 log "migrating the database"
 .venv/bin/mlmarket migrate
 
+log "seeding the demo (users, credits, models)"
+./demo_init.sh
+
+worker_pids=()
+cleanup() {
+  for pid in "${worker_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+if [ -n "${MLMARKET_BROKER_URL:-}" ]; then
+  export MLMARKET_RUN_WORKER_IN_API="${MLMARKET_RUN_WORKER_IN_API:-false}"
+  for i in $(seq 1 "${MLMARKET_WORKERS:-1}"); do
+    .venv/bin/python -m ml_worker &
+    worker_pids+=("$!")
+    echo "worker $i started (pid $!)"
+  done
+fi
+
 base="http://${MLMARKET_HOST}:${MLMARKET_PORT}"
 cat <<MSG
 
 mlmarket API:        ${base}
 OpenAPI docs:        ${base}/docs
+Model catalog:       ${base}/api/v1/models
 Health:              ${base}/api/health/ready
 Metrics:             ${base}/metrics
 
 MSG
-exec .venv/bin/mlmarket serve
+.venv/bin/mlmarket serve

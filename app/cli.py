@@ -102,6 +102,32 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_demo_init(args: argparse.Namespace) -> int:
+    from app.core.db import make_engine
+    from app.services import demo
+    from app.store import make_store
+
+    settings = _settings()
+    engine = make_engine(settings)
+    try:
+        report = demo.seed(engine, make_store(settings), settings)
+    finally:
+        engine.dispose()
+    if args.json:
+        print(json.dumps(demo.describe(report), indent=2))
+        return 0
+    for name in report.published_models:
+        print(f"published model {name}")
+    for name in report.existing_models:
+        print(f"model {name} already in the catalog")
+    creds = report.credentials
+    print(
+        f"demo admin:  {creds.admin_email} / {creds.admin_password}\n"
+        f"demo client: {creds.client_email} / {creds.client_password} (balance {report.client_balance} credits)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlmarket", description="mlmarket prediction marketplace")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_argument("--password", default=None, help="or MLMARKET_ADMIN_PASSWORD, or asked for")
     admin.add_argument("--full-name", default=None)
     admin.set_defaults(func=cmd_create_admin)
+
+    demo_cmd = sub.add_parser("demo-init", help="seed the demo users, credits and default models (idempotent)")
+    demo_cmd.add_argument("--json", action="store_true", help="print what was done as JSON")
+    demo_cmd.set_defaults(func=cmd_demo_init)
 
     ledger_cmd = sub.add_parser("ledger", help="ledger tools")
     ledger_sub = ledger_cmd.add_subparsers(dest="ledger_command", required=True)

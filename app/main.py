@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlmodel import Session
 
 from app import __version__
 from app.api.router import api_router
@@ -15,16 +19,48 @@ from app.core.config import Settings, get_settings
 from app.core.db import make_engine
 from app.core.handlers import BodySizeLimitMiddleware, install_error_handlers
 from app.core.metrics import MetricsMiddleware
+from app.queue.base import PREDICT_QUEUE, make_broker
+from app.runtime.cache import ModelCache
+from app.services import predictions
+from app.services.outbox import OutboxRelay
+from app.store import make_store
+from ml_worker.worker import PredictionWorker
+
+log = logging.getLogger("mlmarket.api")
+WORKER_START_RETRY_SECONDS = 2.0
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     engine = make_engine(settings)
+    store = make_store(settings)
+    broker = make_broker(settings)
+    relay = OutboxRelay(engine, broker, poll_seconds=settings.outbox_poll_seconds)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        engine.dispose()
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        background: list[asyncio.Task[None]] = []
+        try:
+            await broker.connect()
+        except Exception as exc:  # the relay keeps trying; requests are still accepted into the outbox
+            log.warning("broker unreachable at start-up (%s); tasks wait in the outbox", exc)
+        if settings.embedded_queue:
+            await _requeue_open_tasks(app)
+        background.append(asyncio.create_task(relay.run(), name="outbox-relay"))
+        if settings.worker_in_api:
+            cache = ModelCache(store, settings.model_cache_max_models, settings.model_cache_max_bytes)
+            app.state.worker = PredictionWorker(settings, engine, cache)
+            background.append(asyncio.create_task(_start_worker(app), name="worker-start"))
+        try:
+            yield
+        finally:
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await broker.close()
+            engine.dispose()
 
     app = FastAPI(
         title="mlmarket",
@@ -34,6 +70,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.store = store
+    app.state.broker = broker
+    app.state.relay = relay
+    app.state.worker = None
     app.state.secret_key = settings.resolved_secret_key()
 
     install_error_handlers(app)
@@ -48,3 +88,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+async def _requeue_open_tasks(app: FastAPI) -> None:
+    """The embedded queue lives in memory: after a restart, hand every unfinished task to it again."""
+
+    def open_ids() -> list[str]:
+        with Session(app.state.engine) as session:
+            return predictions.open_task_ids(session)
+
+    for task_id in await asyncio.to_thread(open_ids):
+        await app.state.broker.publish(PREDICT_QUEUE, {"task_id": task_id}, message_id=task_id)
+
+
+async def _start_worker(app: FastAPI) -> None:
+    while True:
+        try:
+            await app.state.worker.start(app.state.broker)
+            return
+        except Exception as exc:
+            log.warning("in-process worker cannot consume yet (%s); retrying", exc)
+            await asyncio.sleep(WORKER_START_RETRY_SECONDS)

@@ -7,8 +7,10 @@ elsewhere its tests are skipped with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,7 +36,7 @@ TEST_SECRET = "test-secret-key-for-mlmarket-tests-only-0123456789"
 POSTGRES_ADMIN_URL = os.environ.get("MLMARKET_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # Tables emptied between tests, children first. The platform account is re-seeded.
-TABLES = ("charge_holds", "ledger_entries", "accounts", "users")
+TABLES = ("outbox", "tasks", "model_versions", "charge_holds", "ledger_entries", "accounts", "users")
 
 
 def unavailable(reason: str) -> None:
@@ -149,3 +151,23 @@ def admin_headers(client: TestClient, engine: Engine) -> dict[str, str]:
     r = client.post("/api/v1/auth/token", data={"username": email, "password": password})
     assert r.status_code == 200, r.text
     return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def rabbitmq_url() -> Iterator[str]:
+    """A RabbitMQ virtual host of its own for one test, on the machine's broker, deleted afterwards."""
+    if shutil.which("rabbitmqctl") is None:
+        unavailable("rabbitmqctl is not installed: RabbitMQ is needed")
+    vhost = f"mlmarket-test-{uuid.uuid4().hex[:10]}"
+    try:
+        _rabbitmqctl("add_vhost", vhost)
+        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        unavailable(f"RabbitMQ is not usable through rabbitmqctl: {exc}")
+    yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        _rabbitmqctl("delete_vhost", vhost)

@@ -69,6 +69,18 @@ class Settings(BaseSettings):
     store_dir: Path | None = None
     model_cache_max_models: int = Field(default=16, ge=1)
     model_cache_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    # Queue and workers. No broker URL: the embedded in-process queue with a worker inside the API.
+    broker_url: str | None = Field(default=None, repr=False)
+    broker_quorum_queues: bool = True
+    run_worker_in_api: bool | None = None
+    worker_prefetch: int = Field(default=4, ge=1, le=1000)
+    worker_concurrency: int = Field(default=2, ge=1, le=64)
+    task_max_attempts: int = Field(default=3, ge=1, le=20)
+    retry_base_delay_seconds: float = Field(default=1.0, ge=0.0, le=600.0)
+    outbox_poll_seconds: float = Field(default=0.5, gt=0.0, le=60.0)
+    # Prediction requests.
+    predict_max_rows: int = Field(default=10_000, ge=1)
+    predict_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
 
     @model_validator(mode="after")
     def _refuse_default_secret_in_production(self) -> Settings:
@@ -95,6 +107,14 @@ class Settings(BaseSettings):
             if url.startswith(prefix):
                 return "postgresql+psycopg://" + url[len(prefix) :]
         return url
+
+    @property
+    def embedded_queue(self) -> bool:
+        return self.broker_url is None
+
+    @property
+    def worker_in_api(self) -> bool:
+        return self.embedded_queue if self.run_worker_in_api is None else self.run_worker_in_api
 
     @property
     def is_sqlite(self) -> bool:

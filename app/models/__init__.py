@@ -1,6 +1,8 @@
 """All tables, imported here so that SQLModel.metadata knows every one of them."""
 
+from app.models.catalog import ModelVersion
 from app.models.ledger import Account, ChargeHold, LedgerEntry
+from app.models.task import OutboxMessage, Task
 from app.models.user import User
 
-__all__ = ["Account", "ChargeHold", "LedgerEntry", "User"]
+__all__ = ["Account", "ChargeHold", "LedgerEntry", "ModelVersion", "OutboxMessage", "Task", "User"]

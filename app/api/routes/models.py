@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import re
+
+from fastapi import APIRouter, Path
+
+from app.api.deps import SessionDep
+from app.core.errors import NotFound
+from app.models.catalog import MODEL_NAME_PATTERN, ModelPublic, ModelVersionPublic
+from app.services import catalog
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+
+@router.get("", response_model=list[ModelVersionPublic])
+def list_models(session: SessionDep) -> list[ModelVersionPublic]:
+    models = catalog.list_catalog(session)
+    owners = catalog.owner_emails(session, models)
+    return [catalog.to_public(m, owners) for m in models]
+
+
+@router.get("/{name}", response_model=ModelPublic, responses={404: {"description": "No such model"}})
+def read_model(session: SessionDep, name: str = Path(max_length=64)) -> ModelPublic:
+    if not re.match(MODEL_NAME_PATTERN, name):
+        raise NotFound(f"model {name!r} not found")
+    versions = catalog.versions_of(session, name)
+    if not versions:
+        raise NotFound(f"model {name!r} not found; GET /api/v1/models lists the catalog")
+    owners = catalog.owner_emails(session, versions)
+    current = next((v for v in versions if v.status == "published"), versions[0])
+    public = [catalog.to_public(v, owners) for v in versions]
+    return ModelPublic.model_validate(catalog.to_public(current, owners), update={"versions": public})

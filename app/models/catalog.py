@@ -1,0 +1,80 @@
+"""The model catalog: one row per published version of a model."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from app.models.base import UTCDateTime, utcnow
+
+MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+
+
+class ModelTask(StrEnum):
+    regression = "regression"
+    classification = "classification"
+
+
+class ModelStatus(StrEnum):
+    published = "published"
+    unlisted = "unlisted"
+    deleted = "deleted"
+
+
+class ModelVersion(SQLModel, table=True):
+    __tablename__ = "model_versions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, index=True)
+    version: int = Field(ge=1)
+    task: str = Field(max_length=16)
+    algorithm: str = Field(max_length=64)
+    price_per_row: int = Field(ge=1)
+    input_schema: list[dict[str, Any]] = Field(sa_type=sa.JSON)
+    classes: list[Any] | None = Field(default=None, sa_type=sa.JSON)
+    metrics: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    description: str = Field(default="", max_length=2000)
+    owner_id: int | None = Field(default=None, foreign_key="users.id", index=True)
+    artifact_md5: str = Field(max_length=32)
+    artifact_size: int = Field(sa_type=sa.BigInteger)
+    artifact_path: str = Field(max_length=255)
+    status: str = Field(default=ModelStatus.published.value, max_length=16)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+    __table_args__ = (
+        sa.UniqueConstraint("name", "version", name="uq_model_versions_name_version"),
+        sa.CheckConstraint("price_per_row >= 1", name="ck_model_versions_price_positive"),
+        sa.CheckConstraint("version >= 1", name="ck_model_versions_version_positive"),
+        sa.CheckConstraint("task IN ('regression', 'classification')", name="ck_model_versions_task"),
+        sa.CheckConstraint("status IN ('published', 'unlisted', 'deleted')", name="ck_model_versions_status"),
+    )
+
+
+class FeaturePublic(SQLModel):
+    name: str
+    type: str
+    categories: list[str] | None = None
+
+
+class ModelVersionPublic(SQLModel):
+    name: str
+    version: int
+    task: ModelTask
+    algorithm: str
+    price_per_row: int
+    input_schema: list[FeaturePublic]
+    classes: list[Any] | None
+    metrics: dict[str, Any] | None
+    description: str
+    owner: str | None
+    status: ModelStatus
+    artifact_md5: str
+    created_at: datetime
+
+
+class ModelPublic(ModelVersionPublic):
+    versions: list[ModelVersionPublic]

@@ -1,0 +1,186 @@
+"""RabbitMQ through aio-pika: durable quorum queues, persistent messages, publisher confirms.
+
+Topology for a task queue ``Q``:
+
+- ``Q``: the work queue (quorum, durable);
+- ``Q.retry``: holds a failed message for its backoff (per-message TTL), then
+  dead-letters it back to ``Q`` through the default exchange;
+- ``Q.dead``: messages that failed every attempt, kept for inspection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+
+from app.queue.base import (
+    ATTEMPT_HEADER,
+    Broker,
+    ConsumerOptions,
+    DeadLetterHandler,
+    Delivery,
+    MessageHandler,
+    dead_queue,
+    retry_queue,
+)
+
+log = logging.getLogger("mlmarket.queue")
+
+CONNECT_TIMEOUT_SECONDS = 5.0
+
+
+class RabbitBroker(Broker):
+    def __init__(self, url: str, *, quorum: bool = True) -> None:
+        self.url = url
+        self.quorum = quorum
+        self._connection: AbstractRobustConnection | None = None
+        self._publish_channel: AbstractChannel | None = None
+        self._declared: set[str] = set()
+        self._lock = asyncio.Lock()
+
+    async def connect(self) -> None:
+        async with self._lock:
+            if self._connection is not None and not self._connection.is_closed:
+                return
+            self._connection = await aio_pika.connect_robust(self.url, timeout=CONNECT_TIMEOUT_SECONDS)
+            self._publish_channel = await self._connection.channel(publisher_confirms=True)
+            self._declared.clear()
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+        self._connection = None
+        self._publish_channel = None
+
+    async def ping(self) -> None:
+        await self.connect()
+        channel = await self._channel()
+        if channel.is_closed:
+            raise ConnectionError("RabbitMQ channel is closed")
+
+    async def _channel(self) -> AbstractChannel:
+        if self._publish_channel is None or self._publish_channel.is_closed:
+            await self.connect()
+        assert self._publish_channel is not None  # noqa: S101 - set by connect()
+        return self._publish_channel
+
+    def _work_arguments(self) -> dict[str, Any]:
+        return {"x-queue-type": "quorum"} if self.quorum else {}
+
+    async def _declare(self, channel: AbstractChannel, queue: str) -> aio_pika.abc.AbstractQueue:
+        work = await channel.declare_queue(queue, durable=True, arguments=self._work_arguments())
+        await channel.declare_queue(dead_queue(queue), durable=True, arguments=self._work_arguments())
+        await channel.declare_queue(
+            retry_queue(queue),
+            durable=True,
+            arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue},
+        )
+        return work
+
+    async def _ensure_declared(self, queue: str) -> None:
+        base = queue.removesuffix(".retry").removesuffix(".dead")
+        if base not in self._declared:
+            await self._declare(await self._channel(), base)
+            self._declared.add(base)
+
+    async def publish(
+        self, queue: str, payload: dict[str, Any], *, message_id: str, headers: dict[str, Any] | None = None
+    ) -> None:
+        await self._publish(queue, payload, message_id=message_id, headers=headers or {}, expiration=None)
+
+    async def _publish(
+        self,
+        queue: str,
+        payload: dict[str, Any],
+        *,
+        message_id: str,
+        headers: dict[str, Any],
+        expiration: float | None,
+    ) -> None:
+        await self._ensure_declared(queue)
+        channel = await self._channel()
+        message = aio_pika.Message(
+            body=json.dumps(payload).encode(),
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message_id,
+            headers=headers,
+            expiration=expiration,
+        )
+        # With publisher confirms this returns only after the broker has taken the message.
+        await channel.default_exchange.publish(message, routing_key=queue, mandatory=True)
+
+    async def consume(
+        self, queue: str, handler: MessageHandler, on_dead: DeadLetterHandler, options: ConsumerOptions
+    ) -> None:
+        await self.connect()
+        assert self._connection is not None  # noqa: S101 - set by connect()
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=options.prefetch)
+        work = await self._declare(channel, queue)
+        self._declared.add(queue)
+
+        async def republish(target: str, payload: dict[str, Any], headers: dict[str, Any], delay: float | None) -> None:
+            await self._publish(
+                target,
+                payload,
+                message_id=str(payload.get("task_id", "")),
+                headers=headers,
+                expiration=delay if delay and delay > 0 else None,
+            )
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            headers = dict(message.headers or {})
+            try:
+                payload = json.loads(message.body)
+                if not isinstance(payload, dict):
+                    raise ValueError("message body is not a JSON object")
+            except ValueError as exc:
+                log.error("dropping malformed message %s to %s: %s", message.message_id, dead_queue(queue), exc)
+                await channel.default_exchange.publish(
+                    aio_pika.Message(message.body, headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                    routing_key=dead_queue(queue),
+                )
+                await message.ack()
+                return
+            delivery = Delivery(
+                queue=queue,
+                payload=payload,
+                message_id=message.message_id or "",
+                attempt=_attempt(headers),
+                headers=headers,
+                redelivered=bool(message.redelivered),
+            )
+            try:
+                await handler(delivery)
+            except Exception as exc:
+                try:
+                    await self._settle_failure(delivery, exc, on_dead, options, republish)
+                except Exception:
+                    log.exception("could not retry or dead-letter %s; returning it to the queue", delivery.message_id)
+                    await asyncio.sleep(1)
+                    await message.nack(requeue=True)
+                    return
+            await message.ack()
+
+        await work.consume(on_message)
+
+    async def queue_depth(self, queue: str) -> int:
+        await self._ensure_declared(queue)
+        channel = await self._channel()
+        # The robust channel caches declarations, so ask the broker through the underlying channel.
+        raw = await channel.get_underlay_channel()
+        declared = await raw.queue_declare(queue, passive=True)
+        return int(declared.message_count or 0)
+
+
+def _attempt(headers: dict[str, Any]) -> int:
+    try:
+        return max(int(headers.get(ATTEMPT_HEADER, 1)), 1)
+    except (TypeError, ValueError):
+        return 1

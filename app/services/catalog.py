@@ -1,0 +1,119 @@
+"""The model catalog: publishing versions, listing and resolving them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from app.core.errors import NotFound, Unprocessable
+from app.models.catalog import MODEL_NAME_PATTERN, ModelStatus, ModelTask, ModelVersion, ModelVersionPublic
+from app.models.user import User
+from app.runtime.schema import Feature
+from app.store.base import ArtifactRef
+
+VISIBLE = (ModelStatus.published.value, ModelStatus.unlisted.value)
+
+
+def artifact_ref(model: ModelVersion) -> ArtifactRef:
+    return ArtifactRef(md5=model.artifact_md5, size=model.artifact_size, path=model.artifact_path)
+
+
+def features_of(model: ModelVersion) -> list[Feature]:
+    return [Feature.model_validate(f) for f in model.input_schema]
+
+
+def publish_version(
+    session: Session,
+    *,
+    name: str,
+    task: ModelTask,
+    algorithm: str,
+    price_per_row: int,
+    features: Sequence[Feature],
+    artifact: ArtifactRef,
+    owner_id: int | None,
+    description: str = "",
+    classes: list[Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    status: ModelStatus = ModelStatus.published,
+) -> ModelVersion:
+    """Adds the next version of ``name`` to the catalog. The caller commits."""
+    if not re.match(MODEL_NAME_PATTERN, name):
+        raise Unprocessable("model names are 1-63 lowercase letters, digits and dashes, starting with a letter or digit")
+    if price_per_row < 1:
+        raise Unprocessable("price_per_row must be at least 1 credit")
+    latest = session.exec(
+        select(ModelVersion.version).where(ModelVersion.name == name).order_by(col(ModelVersion.version).desc())
+    ).first()
+    model = ModelVersion(
+        name=name,
+        version=(latest or 0) + 1,
+        task=task.value,
+        algorithm=algorithm,
+        price_per_row=price_per_row,
+        input_schema=[f.model_dump(exclude_none=True) for f in features],
+        classes=classes,
+        metrics=metrics,
+        description=description,
+        owner_id=owner_id,
+        artifact_md5=artifact.md5,
+        artifact_size=artifact.size,
+        artifact_path=artifact.path,
+        status=status.value,
+    )
+    session.add(model)
+    session.flush()
+    return model
+
+
+def list_catalog(session: Session) -> Sequence[ModelVersion]:
+    """The newest published version of every model, by name."""
+    rows = session.exec(
+        select(ModelVersion)
+        .where(ModelVersion.status == ModelStatus.published.value)
+        .order_by(col(ModelVersion.name), col(ModelVersion.version).desc())
+    ).all()
+    newest: dict[str, ModelVersion] = {}
+    for row in rows:
+        newest.setdefault(row.name, row)
+    return list(newest.values())
+
+
+def versions_of(session: Session, name: str) -> Sequence[ModelVersion]:
+    return session.exec(
+        select(ModelVersion)
+        .where(ModelVersion.name == name, col(ModelVersion.status).in_(VISIBLE))
+        .order_by(col(ModelVersion.version).desc())
+    ).all()
+
+
+def resolve(session: Session, name: str, version: int | None = None) -> ModelVersion:
+    """The requested version, or the newest published one. NotFound for unknown or deleted models."""
+    query = select(ModelVersion).where(ModelVersion.name == name, col(ModelVersion.status).in_(VISIBLE))
+    if version is not None:
+        model = session.exec(query.where(ModelVersion.version == version)).first()
+        if model is None:
+            raise NotFound(f"model {name!r} has no version {version}")
+        return model
+    model = session.exec(
+        query.where(ModelVersion.status == ModelStatus.published.value).order_by(col(ModelVersion.version).desc())
+    ).first()
+    if model is None:
+        raise NotFound(f"model {name!r} not found; GET /api/v1/models lists the catalog")
+    return model
+
+
+def owner_emails(session: Session, models: Sequence[ModelVersion]) -> dict[int, str]:
+    ids = {m.owner_id for m in models if m.owner_id is not None}
+    if not ids:
+        return {}
+    return {u.id or 0: u.email for u in session.exec(select(User).where(col(User.id).in_(ids))).all()}
+
+
+def to_public(model: ModelVersion, owners: dict[int, str]) -> ModelVersionPublic:
+    return ModelVersionPublic.model_validate(
+        model, update={"owner": owners.get(model.owner_id) if model.owner_id is not None else None}
+    )

@@ -1,0 +1,55 @@
+"""``python -m ml_worker``: a worker process for a real broker (RabbitMQ). Stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from pydantic import ValidationError
+
+from app.core.config import Settings
+from app.core.db import make_engine
+from app.queue.base import make_broker
+from app.runtime.cache import ModelCache
+from app.store import make_store
+from ml_worker.worker import PredictionWorker
+
+log = logging.getLogger("mlmarket.worker")
+
+
+async def serve(settings: Settings) -> None:
+    engine = make_engine(settings)
+    store = make_store(settings)
+    cache = ModelCache(store, settings.model_cache_max_models, settings.model_cache_max_bytes)
+    broker = make_broker(settings)
+    worker = PredictionWorker(settings, engine, cache)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await broker.connect()
+        await worker.start(broker)
+        log.info("worker consuming (prefetch %d)", settings.worker_prefetch)
+        await stop.wait()
+    finally:
+        await broker.close()
+        engine.dispose()
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        sys.exit(f"ml_worker: configuration error: {exc}")
+    if settings.broker_url is None:
+        sys.exit("ml_worker: set MLMARKET_BROKER_URL (the embedded default runs the worker inside the API)")
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The transport-free model runtime: input schemas, loading and running models, the model cache, training."""

@@ -27,6 +27,7 @@ from typing import Any
 import boto3
 import yaml
 from botocore.config import Config as BotoConfig
+from dvc.config import Config as DvcConfig
 from dvc.exceptions import CheckoutError
 from dvc.repo import Repo
 
@@ -73,23 +74,25 @@ class DvcStore:
         return {}
 
     def _init_repo(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        if not (self.root / ".dvc").is_dir():
-            Repo.init(str(self.root), no_scm=True)
-        site_cache = self.root / ".dvc" / "tmp" / "site-cache"
+        dvc_dir = self.root / ".dvc"
+        # DVC keeps per-repository state in a "site cache", by default under /var/tmp; keep it in the workspace.
+        site_cache = dvc_dir / "tmp" / "site-cache"
+        if not dvc_dir.is_dir():
+            with _environment(DVC_SITE_CACHE_DIR=str(site_cache)):
+                Repo.init(str(self.root), no_scm=True)
         site_cache.mkdir(parents=True, exist_ok=True)
         # Written on every start so a changed setting (a new bucket, rotated keys) takes effect.
-        with self._repo() as repo:
-            with repo.config.edit(level="repo") as conf:
-                conf["core"]["remote"] = REMOTE_NAME
-                conf["core"]["analytics"] = False
-                conf["core"]["site_cache_dir"] = str(site_cache)
-                conf["remote"][REMOTE_NAME] = self._remote_config()
-            with repo.config.edit(level="local") as conf:
-                conf["remote"].pop(REMOTE_NAME, None)
-                if secrets := self._remote_secrets():
-                    conf["remote"][REMOTE_NAME] = secrets
-        local_config = self.root / ".dvc" / "config.local"
+        config = DvcConfig(dvc_dir=str(dvc_dir))
+        with config.edit(level="repo") as conf:
+            conf["core"]["remote"] = REMOTE_NAME
+            conf["core"]["analytics"] = False
+            conf["core"]["site_cache_dir"] = str(site_cache)
+            conf["remote"][REMOTE_NAME] = self._remote_config()
+        with config.edit(level="local") as conf:
+            conf["remote"].pop(REMOTE_NAME, None)
+            if secrets := self._remote_secrets():
+                conf["remote"][REMOTE_NAME] = secrets
+        local_config = dvc_dir / "config.local"
         if local_config.exists():
             local_config.chmod(0o600)
 
@@ -304,6 +307,20 @@ def make_store(settings: Settings) -> ArtifactStore:
             region=settings.s3_region,
         )
     return LocalRemoteStore(root, settings.data_dir / "dvc-remote")
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
 
 
 def _checked_name(name: str) -> PurePosixPath:

@@ -171,3 +171,42 @@ def rabbitmq_url() -> Iterator[str]:
     yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
     with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
         _rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture(scope="session")
+def trained_demo_models() -> dict[str, Any]:
+    """The demo specs trained once per test session: name -> (spec, TrainResult)."""
+    from app.runtime.training import demo_models
+
+    wanted = {"diabetes-linear", "iris-logistic"}
+    return {spec.name: (spec, spec.train()) for spec in demo_models() if spec.name in wanted}
+
+
+@pytest.fixture
+def publish_model(engine: Engine, settings: Settings, trained_demo_models: dict[str, Any]) -> Callable[..., Any]:
+    """Publishes a trained demo model to this test's catalog and store; returns the ModelVersion."""
+    from app.models.catalog import ModelTask
+    from app.services.demo import publish_trained
+    from app.store import make_store
+
+    store = make_store(settings)
+
+    def publish(name: str = "diabetes-linear", owner_email: str = "author@example.com", price: int = 0) -> Any:
+        spec, result = trained_demo_models[name]
+        with Session(engine, expire_on_commit=False) as s:
+            owner = users.get_user_by_email(s, owner_email) or users.create_user(
+                s, email=owner_email, password="author-password"
+            )
+            return publish_trained(
+                s,
+                store,
+                name=name,
+                result=result,
+                task=ModelTask(spec.task),
+                algorithm=spec.algorithm,
+                price_per_row=price or spec.price_per_row,
+                owner_id=owner.id,
+                description=spec.description,
+            )
+
+    return publish

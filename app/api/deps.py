@@ -38,14 +38,20 @@ SessionDep = Annotated[Session, Depends(get_session)]
 TokenDep = Annotated[str | None, Depends(oauth2_scheme)]
 
 
-def get_current_user(request: Request, session: SessionDep, token: TokenDep) -> User:
+def get_current_user(request: Request, engine: Annotated[Engine, Depends(get_engine)], token: TokenDep) -> User:
+    """The signed-in user, loaded in a short transaction of its own.
+
+    Holding no session past this point matters for long responses (Server-Sent
+    Events): on SQLite an open transaction would block the worker's writes.
+    """
     if not token:
         raise Unauthorized("not authenticated: send 'Authorization: Bearer <token>' from /api/v1/auth/token")
     try:
         subject = security.decode_access_token(token, request.app.state.secret_key)
     except security.InvalidToken as exc:
         raise Unauthorized("invalid or expired token; sign in again") from exc
-    user = session.get(User, int(subject)) if subject.isdigit() else None
+    with Session(engine, expire_on_commit=False) as session:
+        user = session.get(User, int(subject)) if subject.isdigit() and len(subject) < 12 else None
     if user is None or not user.is_active:
         raise Unauthorized("invalid or expired token; sign in again")
     return user

@@ -34,7 +34,7 @@ def dead_queue(queue: str) -> str:
 
 
 def backoff_seconds(attempt: int, base: float) -> float:
-    """Delay before delivery number ``attempt + 1``: base, 2×base, 4×base … capped at a minute."""
+    """Delay before delivery number ``attempt + 1``: base, 2 * base, 4 * base ..., capped at a minute."""
     return float(min(base * (2 ** max(attempt - 1, 0)), MAX_RETRY_DELAY_SECONDS))
 
 

@@ -66,7 +66,9 @@ class EmbeddedBroker(Broker):
         )
         self._queue(queue).put_nowait(delivery)
 
-    async def _republish(self, queue: str, payload: dict[str, Any], headers: dict[str, Any], delay: float | None) -> None:
+    async def _republish(
+        self, queue: str, payload: dict[str, Any], headers: dict[str, Any], delay: float | None
+    ) -> None:
         if queue.endswith(".dead"):
             self.dead_letters.append(Delivery(queue=queue, payload=payload, message_id="", headers=headers))
             return

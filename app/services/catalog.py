@@ -42,7 +42,9 @@ def publish_version(
 ) -> ModelVersion:
     """Adds the next version of ``name`` to the catalog. The caller commits."""
     if not re.match(MODEL_NAME_PATTERN, name):
-        raise Unprocessable("model names are 1-63 lowercase letters, digits and dashes, starting with a letter or digit")
+        raise Unprocessable(
+            "model names are 1-63 lowercase letters, digits and dashes, starting with a letter or digit"
+        )
     if price_per_row < 1:
         raise Unprocessable("price_per_row must be at least 1 credit")
     latest = session.exec(

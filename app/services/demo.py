@@ -105,7 +105,9 @@ def _ensure_user(session: Session, email: str, password: str, role: Role, create
     return user
 
 
-def publish_demo_model(session: Session, store: ArtifactStore, spec: DemoModelSpec, owner_id: int | None) -> ModelVersion:
+def publish_demo_model(
+    session: Session, store: ArtifactStore, spec: DemoModelSpec, owner_id: int | None
+) -> ModelVersion:
     return publish_trained(
         session,
         store,
@@ -127,9 +129,7 @@ def seed(engine: Engine, store: ArtifactStore, settings: Settings, *, models: li
     with Session(engine, expire_on_commit=False) as session:
         admin = _ensure_user(session, creds.admin_email, creds.admin_password, Role.admin, created)
         client = _ensure_user(session, creds.client_email, creds.client_password, Role.client, created)
-        ledger.top_up(
-            session, user_id=client.id or 0, amount=DEMO_CLIENT_CREDITS, idempotency_key=DEMO_TOP_UP_KEY
-        )
+        ledger.top_up(session, user_id=client.id or 0, amount=DEMO_CLIENT_CREDITS, idempotency_key=DEMO_TOP_UP_KEY)
         for spec in demo_models():
             if models is not None and spec.name not in models:
                 continue

@@ -9,6 +9,7 @@ ignore a message whose task has already finished.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -66,10 +67,8 @@ class OutboxRelay:
                 log.warning("outbox relay cannot publish (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay)
             if sent:
                 continue
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
-            except TimeoutError:
-                pass
             self._wake.clear()
 
     async def flush_once(self) -> int:

@@ -111,9 +111,7 @@ def list_for_user(
     query = select(Task).where(Task.user_id == user_id)
     if status is not None:
         query = query.where(Task.status == status.value)
-    return session.exec(
-        query.order_by(col(Task.created_at).desc(), col(Task.id)).limit(limit).offset(offset)
-    ).all()
+    return session.exec(query.order_by(col(Task.created_at).desc(), col(Task.id)).limit(limit).offset(offset)).all()
 
 
 def aligned_results(task: Task) -> list[Any] | None:

@@ -45,7 +45,9 @@ async def read_prediction_input(request: Request, settings: SettingsDep) -> Pred
     if content_type == "multipart/form-data":
         return await _read_multipart(request, settings)
     if content_type not in ("application/json", ""):
-        raise Unprocessable("send JSON {model, version?, rows: [...]} or a multipart form with a CSV 'file' and 'model'")
+        raise Unprocessable(
+            "send JSON {model, version?, rows: [...]} or a multipart form with a CSV 'file' and 'model'"
+        )
     body = await request.body()
     if len(body) > settings.predict_max_bytes:
         raise PayloadTooLarge(f"request body is larger than {settings.predict_max_bytes} bytes")
@@ -208,7 +210,7 @@ async def prediction_events(task_id: str, request: Request, user: CurrentUser) -
         with Session(engine) as session:
             task = predictions.get_for_user(session, user_id=user.id or 0, task_id=task_id)
             public = to_public(task, session.get(ModelVersion, task.model_version_id), with_results=False)
-            return json.loads(public.model_dump_json())
+            return dict(json.loads(public.model_dump_json()))
 
     first = await run_in_threadpool(snapshot)  # 404 before the stream starts
 

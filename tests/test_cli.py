@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -79,7 +80,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_init_sh_serves_the_openapi_docs_on_the_embedded_default(tmp_path: Path) -> None:
+def test_init_sh_runs_the_demo_where_the_client_can_pay_for_a_prediction(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLMARKET_")}
     env.update(MLMARKET_DATA_DIR=str(tmp_path / "data"), MLMARKET_PORT=str(port))
@@ -105,12 +106,29 @@ def test_init_sh_serves_the_openapi_docs_on_the_embedded_default(tmp_path: Path)
         assert docs.status_code == 200
         assert "swagger" in docs.text.lower()
         assert (tmp_path / "data" / "mlmarket.db").exists()
-        r = httpx.post(
-            f"http://127.0.0.1:{port}/api/v1/auth/register",
-            json={"email": "first@example.com", "password": "password-1"},
-        )
-        assert r.status_code == 201
+        base = f"http://127.0.0.1:{port}"
+        creds = json.loads((tmp_path / "data" / "demo_credentials.json").read_text())
+        token = httpx.post(
+            f"{base}/api/v1/auth/token",
+            data={"username": "demo-client@example.com", "password": creds["client_password"]},
+        ).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{base}/api/v1/wallet", headers=headers).json() == {"balance": 600}
+        names = {m["name"] for m in httpx.get(f"{base}/api/v1/models").json()}
+        assert names == {"diabetes-linear", "diabetes-forest", "iris-logistic", "iris-forest"}
+        row = {"sepal_length_cm": 6.7, "sepal_width_cm": 3.0, "petal_length_cm": 5.2, "petal_width_cm": 2.3}
+        r = httpx.post(f"{base}/api/v1/predictions", json={"model": "iris-forest", "rows": [row]}, headers=headers)
+        assert r.status_code == 202, r.text
+        deadline = time.monotonic() + 30
+        while (task := httpx.get(f"{base}/api/v1/predictions/{r.json()['id']}", headers=headers).json())[
+            "status"
+        ] not in ("succeeded", "failed") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert task["status"] == "succeeded"
+        assert task["results"] == ["virginica"]
+        assert httpx.get(f"{base}/api/v1/wallet", headers=headers).json() == {"balance": 600 - task["cost"]}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         output = proc.communicate(timeout=30)[0]
     assert f"http://127.0.0.1:{port}/docs" in output
+    assert "demo-client@example.com" in output

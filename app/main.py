@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Exception as exc:  # the relay keeps trying; requests are still accepted into the outbox
             log.warning("broker unreachable at start-up (%s); tasks wait in the outbox", exc)
         if settings.embedded_queue:
-            await _requeue_open_tasks(app)
+            background.append(asyncio.create_task(_requeue_open_tasks(app), name="requeue-open-tasks"))
         background.append(asyncio.create_task(relay.run(), name="outbox-relay"))
         if settings.worker_in_api:
             cache = ModelCache(store, settings.model_cache_max_models, settings.model_cache_max_bytes)
@@ -97,7 +97,14 @@ async def _requeue_open_tasks(app: FastAPI) -> None:
         with Session(app.state.engine) as session:
             return predictions.open_task_ids(session)
 
-    for task_id in await asyncio.to_thread(open_ids):
+    while True:
+        try:
+            task_ids = await asyncio.to_thread(open_ids)
+            break
+        except Exception as exc:  # the database may still be starting
+            log.warning("cannot list unfinished tasks yet (%s); retrying", exc)
+            await asyncio.sleep(WORKER_START_RETRY_SECONDS)
+    for task_id in task_ids:
         await app.state.broker.publish(PREDICT_QUEUE, {"task_id": task_id}, message_id=task_id)
 
 

@@ -39,8 +39,18 @@ from tests.s3_server import S3Server
 
 REPO = Path(__file__).resolve().parents[2]
 PREDICT = "/api/v1/predictions"
-ROW = {"age": 0.03, "sex": -0.04, "bmi": 0.06, "bp": 0.02, "s1": -0.04, "s2": -0.03, "s3": -0.04, "s4": 0.0,
-       "s5": 0.02, "s6": -0.01}
+ROW = {
+    "age": 0.03,
+    "sex": -0.04,
+    "bmi": 0.06,
+    "bp": 0.02,
+    "s1": -0.04,
+    "s2": -0.03,
+    "s3": -0.04,
+    "s4": 0.0,
+    "s5": 0.02,
+    "s6": -0.01,
+}
 
 
 pytestmark = pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)
@@ -179,7 +189,10 @@ def real_engine(real_settings: Settings) -> Iterator[Engine]:
 
 
 def test_paid_prediction_through_rabbitmq_s3_and_a_worker_process(
-    api: TestClient, workers: Workers, real_engine: Engine, publish_model: Callable[..., Any],
+    api: TestClient,
+    workers: Workers,
+    real_engine: Engine,
+    publish_model: Callable[..., Any],
     trained_demo_models: dict[str, Any],
 ) -> None:
     model = publish_model("diabetes-linear", price=3)
@@ -204,7 +217,10 @@ def test_paid_prediction_through_rabbitmq_s3_and_a_worker_process(
 
 
 def test_a_redelivered_message_for_a_finished_task_is_ignored(
-    api: TestClient, workers: Workers, real_engine: Engine, real_settings: Settings,
+    api: TestClient,
+    workers: Workers,
+    real_engine: Engine,
+    real_settings: Settings,
     publish_model: Callable[..., Any],
 ) -> None:
     publish_model("diabetes-linear", price=3)
@@ -229,7 +245,11 @@ def test_a_redelivered_message_for_a_finished_task_is_ignored(
 
 
 def test_a_worker_killed_mid_task_loses_nothing_and_charges_once(
-    api: TestClient, workers: Workers, real_engine: Engine, real_settings: Settings, engine: Engine,
+    api: TestClient,
+    workers: Workers,
+    real_engine: Engine,
+    real_settings: Settings,
+    engine: Engine,
     settings: Settings,
 ) -> None:
     # A forest big enough that predicting a few thousand rows takes a while, so the kill lands mid-task.
@@ -240,8 +260,17 @@ def test_a_worker_killed_mid_task_loses_nothing_and_charges_once(
     frame = trained_frame()
     slow = train(frame, "target", "RandomForestRegressor", {"n_estimators": 300, "random_state": 1}, "regression")
     with Session(real_engine, expire_on_commit=False) as s:
-        publish_trained(s, make_store(real_settings), name="slow-forest", result=slow, task=ModelTask.regression,
-                        algorithm="RandomForestRegressor", price_per_row=1, owner_id=None, description="slow")
+        publish_trained(
+            s,
+            make_store(real_settings),
+            name="slow-forest",
+            result=slow,
+            task=ModelTask.regression,
+            algorithm="RandomForestRegressor",
+            price_per_row=1,
+            owner_id=None,
+            description="slow",
+        )
     victim = workers.start()
     headers = signed_in(api, 10_000)
     rows = frame.drop(columns="target").sample(5000, replace=True, random_state=0).to_dict("records")
@@ -271,13 +300,20 @@ def trained_frame() -> pd.DataFrame:
 
 
 def test_a_corrupted_artifact_is_retried_dead_lettered_failed_and_refunded_once(
-    api: TestClient, workers: Workers, real_engine: Engine, real_settings: Settings, s3_server: S3Server,
+    api: TestClient,
+    workers: Workers,
+    real_engine: Engine,
+    real_settings: Settings,
+    s3_server: S3Server,
     publish_model: Callable[..., Any],
 ) -> None:
     model = publish_model("diabetes-linear", price=2)
     s3 = boto3.client(
-        "s3", endpoint_url=s3_server.endpoint_url, aws_access_key_id=s3_server.access_key,
-        aws_secret_access_key=s3_server.secret_key, region_name=s3_server.region,
+        "s3",
+        endpoint_url=s3_server.endpoint_url,
+        aws_access_key_id=s3_server.access_key,
+        aws_secret_access_key=s3_server.secret_key,
+        region_name=s3_server.region,
     )
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3_server.bucket, Prefix=real_settings.s3_prefix)["Contents"]]
     target = [k for k in keys if k.replace("/", "").endswith(model.artifact_md5)]

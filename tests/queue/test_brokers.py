@@ -79,8 +79,12 @@ def test_a_failing_message_is_retried_then_dead_lettered(make_broker: Callable[[
         await broker.publish(QUEUE, {"task_id": "bad"}, message_id="bad")
         await wait_until(lambda: len(dead) == 1)
         await asyncio.sleep(0.5)  # nothing more arrives after the dead-letter
-        dead_depth = await broker.queue_depth(dead_queue(QUEUE)) if isinstance(broker, RabbitBroker) else len(
-            broker.dead_letters  # type: ignore[attr-defined]
+        dead_depth = (
+            await broker.queue_depth(dead_queue(QUEUE))
+            if isinstance(broker, RabbitBroker)
+            else len(
+                broker.dead_letters  # type: ignore[attr-defined]
+            )
         )
         await broker.close()
         return attempts, dead, dead_depth

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -14,9 +15,12 @@ from app.core.db import make_engine
 from app.queue.base import make_broker
 from app.runtime.cache import ModelCache
 from app.store import make_store
+from ml_worker.health import WorkerState, start_health_server
+from ml_worker.metrics import HEARTBEAT
 from ml_worker.worker import PredictionWorker
 
 log = logging.getLogger("mlmarket.worker")
+HEARTBEAT_SECONDS = 5.0
 
 
 async def serve(settings: Settings) -> None:
@@ -25,6 +29,12 @@ async def serve(settings: Settings) -> None:
     cache = ModelCache(store, settings.model_cache_max_models, settings.model_cache_max_bytes)
     broker = make_broker(settings)
     worker = PredictionWorker(settings, engine, cache)
+    state = WorkerState()
+    health = (
+        start_health_server(state, settings.worker_health_host, settings.worker_health_port)
+        if settings.worker_health_port
+        else None
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -32,9 +42,17 @@ async def serve(settings: Settings) -> None:
     try:
         await broker.connect()
         await worker.start(broker)
+        state.consuming = True
         log.info("worker consuming (prefetch %d)", settings.worker_prefetch)
-        await stop.wait()
+        while not stop.is_set():
+            state.tick()
+            HEARTBEAT.set_to_current_time()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=HEARTBEAT_SECONDS)
     finally:
+        state.consuming = False
+        if health is not None:
+            health.shutdown()
         await broker.close()
         engine.dispose()
 

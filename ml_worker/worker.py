@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -13,6 +14,7 @@ from app.models.catalog import ModelVersion
 from app.queue.base import PREDICT_QUEUE, Broker, ConsumerOptions, Delivery
 from app.runtime.cache import ModelCache
 from app.services import catalog, predictions
+from ml_worker import metrics
 
 log = logging.getLogger("mlmarket.worker")
 
@@ -55,13 +57,23 @@ class PredictionWorker:
         task_id = delivery.payload.get("task_id")
         if not isinstance(task_id, str) or not task_id:
             log.error("message %s has no task id; dropping it", delivery.message_id)
+            metrics.TASKS.labels(delivery.queue, "malformed").inc()
             return
-        await asyncio.to_thread(self.run_task, task_id)
+        started = time.perf_counter()
+        try:
+            outcome = await asyncio.to_thread(self.run_task, task_id)
+        except Exception:
+            metrics.TASKS.labels(delivery.queue, "error").inc()
+            raise
+        metrics.TASKS.labels(delivery.queue, outcome).inc()
+        if outcome != "ignored":
+            metrics.TASK_SECONDS.labels(delivery.queue).observe(time.perf_counter() - started)
 
     async def on_dead(self, delivery: Delivery, reason: str) -> None:
         task_id = delivery.payload.get("task_id")
         if isinstance(task_id, str) and task_id:
             await asyncio.to_thread(self.fail_task, task_id, f"gave up after {delivery.attempt} attempts: {reason}")
+            metrics.TASKS.labels(delivery.queue, "dead_lettered").inc()
 
     async def start(self, broker: Broker) -> None:
         await broker.consume(PREDICT_QUEUE, self.handle, self.on_dead, ConsumerOptions.from_settings(self.settings))

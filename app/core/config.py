@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     run_worker_in_api: bool | None = None
     worker_prefetch: int = Field(default=4, ge=1, le=1000)
     worker_concurrency: int = Field(default=2, ge=1, le=64)
+    worker_health_host: str = "0.0.0.0"  # noqa: S104 - probes reach the pod from outside
+    worker_health_port: int = Field(default=9100, ge=0, le=65535)
     task_max_attempts: int = Field(default=3, ge=1, le=20)
     retry_base_delay_seconds: float = Field(default=1.0, ge=0.0, le=600.0)
     outbox_poll_seconds: float = Field(default=0.5, gt=0.0, le=60.0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -90,6 +92,12 @@ def as_env(settings: Settings, data_dir: Path) -> dict[str, str]:
     return env
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 class Workers:
     """`python -m ml_worker` processes, each with its own data folder (they share only the services)."""
 
@@ -98,12 +106,15 @@ class Workers:
         self.root = root
         self.procs: list[subprocess.Popen[bytes]] = []
 
+        self.health_ports: list[int] = []
+
     def start(self) -> subprocess.Popen[bytes]:
         data = self.root / f"worker-{len(self.procs)}"
         log = (self.root / f"worker-{len(self.procs)}.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ml_worker"], env=as_env(self.settings, data), cwd=REPO, stdout=log, stderr=log
-        )
+        env = as_env(self.settings, data)
+        self.health_ports.append(free_port())
+        env.update(MLMARKET_WORKER_HEALTH_HOST="127.0.0.1", MLMARKET_WORKER_HEALTH_PORT=str(self.health_ports[-1]))
+        proc = subprocess.Popen([sys.executable, "-m", "ml_worker"], env=env, cwd=REPO, stdout=log, stderr=log)
         self.procs.append(proc)
         return proc
 
@@ -214,6 +225,12 @@ def test_paid_prediction_through_rabbitmq_s3_and_a_worker_process(
         assert ledger.balance_of(s, model.owner_id) == 4  # 70 % of 6
         assert ledger.verify(s).ok
     assert api.get("/api/health/ready").json()["checks"] == {"database": "ok", "broker": "ok", "store": "ok"}
+    worker = f"http://127.0.0.1:{workers.health_ports[0]}"
+    assert httpx.get(f"{worker}/health/live").json() == {"status": "ok"}
+    assert httpx.get(f"{worker}/health/ready").status_code == 200
+    metrics_text = httpx.get(f"{worker}/metrics").text
+    assert 'mlmarket_worker_tasks_total{outcome="succeeded",queue="tasks.predict"} 1.0' in metrics_text
+    assert "mlmarket_model_cache_misses_total 1.0" in metrics_text
 
 
 def test_a_redelivered_message_for_a_finished_task_is_ignored(

@@ -1,0 +1,84 @@
+"""The benchmark's model and rows: a 100-tree random forest on the diabetes data, published like any model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlmodel import Session
+
+from app import migrations
+from app.core.config import Settings
+from app.core.db import make_engine
+from app.models.catalog import ModelTask
+from app.runtime.training import TrainResult, demo_models, train
+from app.services.demo import publish_trained
+from app.store import make_store
+
+MODEL_NAME = "bench-diabetes-forest"
+N_ESTIMATORS = 100
+PRICE_PER_ROW = 1
+SEED = 20240601
+
+
+@dataclass
+class Workload:
+    result: TrainResult
+    rows: list[dict[str, Any]]
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The rows as the DataFrame the fitted pipeline takes (schema order, floats)."""
+        names = [f.name for f in self.result.features]
+        return pd.DataFrame(self.rows, columns=names).astype(float)
+
+
+def _diabetes_spec_frame() -> tuple[pd.DataFrame, str]:
+    spec = next(s for s in demo_models() if s.name == "diabetes-forest")
+    return spec.dataset()
+
+
+def train_model() -> TrainResult:
+    frame, target = _diabetes_spec_frame()
+    return train(
+        frame, target, "RandomForestRegressor", {"n_estimators": N_ESTIMATORS, "random_state": 42}, "regression"
+    )
+
+
+def make_rows(result: TrainResult, count: int) -> list[dict[str, Any]]:
+    """``count`` rows drawn from the diabetes measurements with a little noise, as JSON-ready dicts."""
+    frame, _ = _diabetes_spec_frame()
+    names = [f.name for f in result.features]
+    rng = np.random.default_rng(SEED)
+    base = frame[names].to_numpy(dtype=float)
+    picked = base[rng.integers(0, len(base), size=count)]
+    noisy = picked + rng.normal(0.0, 0.002, size=picked.shape)
+    return [dict(zip(names, (round(float(v), 6) for v in row), strict=True)) for row in noisy]
+
+
+def make_workload(rows: int) -> Workload:
+    result = train_model()
+    return Workload(result=result, rows=make_rows(result, rows))
+
+
+def prepare_database(settings: Settings, result: TrainResult) -> None:
+    """Migrates the database of ``settings`` and publishes the benchmark model into its catalog and store."""
+    migrations.upgrade(settings)
+    engine = make_engine(settings)
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            publish_trained(
+                session,
+                make_store(settings),
+                name=MODEL_NAME,
+                result=result,
+                task=ModelTask.regression,
+                algorithm="RandomForestRegressor",
+                price_per_row=PRICE_PER_ROW,
+                owner_id=None,
+                description=f"Benchmark: random forest with {N_ESTIMATORS} trees on the diabetes data.",
+            )
+    finally:
+        engine.dispose()

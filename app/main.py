@@ -14,12 +14,13 @@ from sqlmodel import Session
 
 from app import __version__
 from app.api.router import api_router
-from app.api.routes import health
+from app.api.routes import health, inference
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine
 from app.core.handlers import BodySizeLimitMiddleware, install_error_handlers
 from app.core.metrics import MetricsMiddleware
 from app.queue.base import PREDICT_QUEUE, make_broker
+from app.runtime.batching import AdaptiveBatcher
 from app.runtime.cache import ModelCache
 from app.services import predictions
 from app.services.outbox import OutboxRelay
@@ -36,6 +37,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     store = make_store(settings)
     broker = make_broker(settings)
     relay = OutboxRelay(engine, broker, poll_seconds=settings.outbox_poll_seconds)
+    # One model cache per process, shared by the synchronous inference path and an in-process worker.
+    model_cache = ModelCache(store, settings.model_cache_max_models, settings.model_cache_max_bytes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -48,8 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             background.append(asyncio.create_task(_requeue_open_tasks(app), name="requeue-open-tasks"))
         background.append(asyncio.create_task(relay.run(), name="outbox-relay"))
         if settings.worker_in_api:
-            cache = ModelCache(store, settings.model_cache_max_models, settings.model_cache_max_bytes)
-            app.state.worker = PredictionWorker(settings, engine, cache)
+            app.state.worker = PredictionWorker(settings, engine, model_cache)
             background.append(asyncio.create_task(_start_worker(app), name="worker-start"))
         try:
             yield
@@ -74,6 +76,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.broker = broker
     app.state.relay = relay
     app.state.worker = None
+    app.state.model_cache = model_cache
+    app.state.batcher = AdaptiveBatcher(
+        max_rows=settings.batch_max_rows,
+        max_wait=settings.batch_max_wait_ms / 1000,
+        enabled=settings.batching_enabled,
+    )
     app.state.secret_key = settings.resolved_secret_key()
 
     install_error_handlers(app)
@@ -82,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(api_router)
     app.include_router(health.router)
+    app.include_router(inference.router)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     task_max_attempts: int = Field(default=3, ge=1, le=20)
     retry_base_delay_seconds: float = Field(default=1.0, ge=0.0, le=600.0)
     outbox_poll_seconds: float = Field(default=0.5, gt=0.0, le=60.0)
+    # Synchronous inference (Open Inference Protocol): adaptive batching of concurrent small requests.
+    batching_enabled: bool = True
+    batch_max_rows: int = Field(default=64, ge=1, le=100_000)
+    batch_max_wait_ms: float = Field(default=2.0, ge=0.0, le=1000.0)
     # Prediction requests.
     predict_max_rows: int = Field(default=10_000, ge=1)
     predict_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)

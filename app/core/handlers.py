@@ -40,30 +40,49 @@ def _jsonable_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
     return out
 
 
+OPEN_INFERENCE_PREFIX = "/v2"
+
+
+def _error_body(request: Request, detail: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``{"detail": ...}`` for the mlmarket API; ``{"error": ...}`` on the Open Inference Protocol paths."""
+    if _is_open_inference(request):
+        return {"error": detail}
+    return {"detail": detail, **(extra or {})}
+
+
+def _is_open_inference(request: Request) -> bool:
+    path = request.url.path
+    return path == OPEN_INFERENCE_PREFIX or path.startswith(OPEN_INFERENCE_PREFIX + "/")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
-    async def _app_error(_: Request, exc: AppError) -> JSONResponse:
+    async def _app_error(request: Request, exc: AppError) -> JSONResponse:
         return JSONResponse(
-            status_code=exc.status_code, content={"detail": exc.detail, **exc.extra}, headers=exc.headers
+            status_code=exc.status_code, content=_error_body(request, exc.detail, exc.extra), headers=exc.headers
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
+        status = 422
+        # On the Open Inference Protocol a malformed model name or version is simply a model that does not exist.
+        if _is_open_inference(request) and any(err.get("loc", ("",))[0] == "path" for err in errors):
+            status = 404
         return JSONResponse(
-            status_code=422,
-            content={"detail": describe_validation_errors(errors), "errors": _jsonable_errors(errors)},
+            status_code=status,
+            content=_error_body(request, describe_validation_errors(errors), {"errors": _jsonable_errors(errors)}),
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
-        return JSONResponse(status_code=exc.status_code, content={"detail": detail}, headers=exc.headers)
+        return JSONResponse(status_code=exc.status_code, content=_error_body(request, detail), headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(status_code=500, content={"detail": "internal server error"})
+        return JSONResponse(status_code=500, content=_error_body(request, "internal server error"))
 
 
 class BodySizeLimitMiddleware:

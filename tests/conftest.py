@@ -37,7 +37,20 @@ TEST_SECRET = "test-secret-key-for-mlmarket-tests-only-0123456789"
 POSTGRES_ADMIN_URL = os.environ.get("MLMARKET_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # Tables emptied between tests, children first. The platform account is re-seeded.
-TABLES = ("outbox", "tasks", "model_versions", "charge_holds", "ledger_entries", "accounts", "users")
+TABLES = (
+    "worker_heartbeats",
+    "training_shards",
+    "training_jobs",
+    "dataset_versions",
+    "datasets",
+    "outbox",
+    "tasks",
+    "model_versions",
+    "charge_holds",
+    "ledger_entries",
+    "accounts",
+    "users",
+)
 
 
 def unavailable(reason: str) -> None:

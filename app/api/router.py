@@ -1,6 +1,6 @@
 from fastapi import APIRouter
 
-from app.api.routes import admin, auth, models, predictions, users, wallet
+from app.api.routes import admin, auth, datasets, models, predictions, users, wallet
 
 api_router = APIRouter(prefix="/api/v1")
 api_router.include_router(auth.router)
@@ -8,4 +8,5 @@ api_router.include_router(users.router)
 api_router.include_router(wallet.router)
 api_router.include_router(models.router)
 api_router.include_router(predictions.router)
+api_router.include_router(datasets.router)
 api_router.include_router(admin.router)

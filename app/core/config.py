@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     # Prediction requests.
     predict_max_rows: int = Field(default=10_000, ge=1)
     predict_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    # Training studio: dataset uploads and the price of training.
+    dataset_max_columns: int = Field(default=50, ge=2)
+    dataset_max_rows: int = Field(default=10_000, ge=1)
+    dataset_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    training_price_per_1000_rows: int = Field(default=10, ge=1)
 
     @model_validator(mode="after")
     def _refuse_default_secret_in_production(self) -> Settings:

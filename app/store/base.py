@@ -46,6 +46,10 @@ class ArtifactStore(Protocol):
         """Raise :class:`app.core.errors.StoreError` when the remote cannot be reached."""
         ...
 
+    def remove(self, ref: ArtifactRef) -> None:
+        """Delete the artifact from the workspace, the cache and the remote (for a hard delete)."""
+        ...
+
 
 def file_md5(path: Path) -> str:
     digest = hashlib.md5(usedforsecurity=False)  # DVC's content address, not a security hash

@@ -187,6 +187,27 @@ class DvcStore:
     def check(self) -> None:
         raise NotImplementedError
 
+    def remove(self, ref: ArtifactRef) -> None:
+        if not MD5_PATTERN.fullmatch(ref.md5):
+            raise ArtifactMissing(f"artifact {ref.path!r} has no valid md5 ({ref.md5!r})")
+        target = self.root / ARTIFACTS_DIR / _checked_name(ref.path)
+        fetched = self.root / FETCHED_DIR
+        with self._locked():
+            for path in (target, target.with_name(target.name + ".dvc"), fetched / ref.md5, fetched / f"{ref.md5}.dvc"):
+                path.unlink(missing_ok=True)
+            with self._repo() as repo:
+                try:
+                    Path(repo.cache.local.oid_to_path(ref.md5)).unlink(missing_ok=True)
+                    remote = repo.cloud.get_remote_odb(REMOTE_NAME)
+                    remote_path = remote.oid_to_path(ref.md5)
+                    if remote.fs.exists(remote_path):
+                        remote.fs.remove(remote_path)
+                except Exception as exc:
+                    raise StoreError(
+                        f"could not remove artifact {ref.path!r} from {self.remote_description}: {exc}"
+                    ) from exc
+        log.info("removed artifact %s (md5 %s) from %s", ref.path, ref.md5, self.remote_description)
+
     # -- helpers -----------------------------------------------------------------------------------
 
     def _require_object(self, repo: Repo, ref: ArtifactRef) -> None:

@@ -1,0 +1,175 @@
+"""The training studio: uploaded datasets (versioned), training jobs, their shards, and the workers that run them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from app.models.base import UTCDateTime, utcnow
+
+JOB_STATUSES = "status IN ('queued', 'running', 'succeeded', 'failed')"
+
+
+class Dataset(SQLModel, table=True):
+    __tablename__ = "datasets"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True)
+    name: str = Field(max_length=255)
+    target: str = Field(max_length=200)
+    current_version: int = 1
+    deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class DatasetVersion(SQLModel, table=True):
+    __tablename__ = "dataset_versions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    dataset_id: int = Field(foreign_key="datasets.id", index=True)
+    version: int
+    rows: int
+    columns: list[str] = Field(sa_type=sa.JSON)
+    dtypes: dict[str, str] = Field(sa_type=sa.JSON)
+    task: str = Field(max_length=16)
+    artifact_md5: str = Field(max_length=32)
+    artifact_size: int = Field(sa_type=sa.BigInteger)
+    artifact_path: str = Field(max_length=255)
+    note: str = Field(default="", max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+    __table_args__ = (sa.UniqueConstraint("dataset_id", "version", name="uq_dataset_versions_dataset_version"),)
+
+
+class TrainingJob(SQLModel, table=True):
+    """One training run. Its id is also the ledger task id of its charge."""
+
+    __tablename__ = "training_jobs"
+
+    id: str = Field(primary_key=True, max_length=36)
+    user_id: int = Field(foreign_key="users.id")
+    dataset_id: int | None = Field(default=None, foreign_key="datasets.id", index=True)
+    dataset_version: int
+    retrain_of: str | None = Field(default=None, max_length=36)
+    algorithm: str = Field(max_length=64)
+    task: str = Field(max_length=16)
+    target: str = Field(max_length=200)
+    hyperparameters: dict[str, Any] = Field(sa_type=sa.JSON)
+    test_size: float
+    random_state: int
+    shards: int = 1
+    rows: int
+    cost: int = Field(sa_type=sa.BigInteger)
+    status: str = Field(default="queued", max_length=16, index=True)
+    progress: int = 0
+    stage: str = Field(default="queued", max_length=64)
+    metrics: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    report: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    features: list[dict[str, Any]] | None = Field(default=None, sa_type=sa.JSON)
+    artifact_md5: str | None = Field(default=None, max_length=32)
+    artifact_size: int | None = Field(default=None, sa_type=sa.BigInteger)
+    artifact_path: str | None = Field(default=None, max_length=255)
+    error: str | None = Field(default=None, max_length=2000)
+    attempts: int = 0
+    duration_seconds: float | None = None
+    deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+    __table_args__ = (
+        sa.Index("ix_training_jobs_user_id_created_at", "user_id", "created_at"),
+        sa.CheckConstraint(JOB_STATUSES, name="ck_training_jobs_status"),
+        sa.CheckConstraint("cost >= 0", name="ck_training_jobs_cost_nonnegative"),
+        sa.CheckConstraint("shards >= 1", name="ck_training_jobs_shards_positive"),
+    )
+
+
+class TrainingShard(SQLModel, table=True):
+    """One part of a sharded job, trained by whichever worker takes its message."""
+
+    __tablename__ = "training_shards"
+
+    id: str = Field(primary_key=True, max_length=36)
+    job_id: str = Field(foreign_key="training_jobs.id", index=True, max_length=36)
+    index: int
+    rows: int = 0
+    status: str = Field(default="queued", max_length=16)
+    worker: str | None = Field(default=None, max_length=128)
+    artifact_md5: str | None = Field(default=None, max_length=32)
+    artifact_size: int | None = Field(default=None, sa_type=sa.BigInteger)
+    artifact_path: str | None = Field(default=None, max_length=255)
+    error: str | None = Field(default=None, max_length=2000)
+    attempts: int = 0
+    duration_seconds: float | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+    __table_args__ = (
+        sa.UniqueConstraint("job_id", "index", name="uq_training_shards_job_index"),
+        sa.CheckConstraint(JOB_STATUSES, name="ck_training_shards_status"),
+    )
+
+
+class WorkerHeartbeat(SQLModel, table=True):
+    """The last heartbeat of each worker process."""
+
+    __tablename__ = "worker_heartbeats"
+
+    name: str = Field(primary_key=True, max_length=128)
+    queues: list[str] = Field(sa_type=sa.JSON)
+    current_task: str | None = Field(default=None, max_length=36)
+    tasks_done: int = 0
+    memory_bytes: int = Field(default=0, sa_type=sa.BigInteger)
+    started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_seen: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class DatasetVersionPublic(SQLModel):
+    version: int
+    rows: int
+    columns: list[str]
+    dtypes: dict[str, str]
+    task: str
+    artifact_md5: str
+    note: str
+    created_at: datetime
+
+
+class DatasetPublic(SQLModel):
+    id: int
+    name: str
+    target: str
+    version: int
+    rows: int
+    columns: list[str]
+    dtypes: dict[str, str]
+    task: str
+    artifact_md5: str
+    deleted: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class DatasetInfo(DatasetPublic):
+    column_summary: list[dict[str, Any]]
+    target_summary: dict[str, Any]
+    versions: list[DatasetVersionPublic]
+
+
+class DatasetRows(SQLModel):
+    dataset_id: int
+    version: int
+    total: int
+    offset: int
+    limit: int
+    rows: list[dict[str, Any]]
+
+
+class AppendRowsRequest(SQLModel):
+    rows: list[Any] = Field(min_length=1)

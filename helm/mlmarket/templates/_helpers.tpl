@@ -1,0 +1,237 @@
+{{/*
+Shared names, labels, images, security contexts and checks of the mlmarket chart.
+Component templates pass a dict: (dict "ctx" $ "component" "app").
+*/}}
+
+{{- define "mlmarket.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* <release>-mlmarket, or the release name alone when it already contains the chart name. */}}
+{{- define "mlmarket.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of one component's objects: <fullname>-<component>. */}}
+{{- define "mlmarket.componentName" -}}
+{{- printf "%s-%s" (include "mlmarket.fullname" .ctx | trunc 50 | trimSuffix "-") .component -}}
+{{- end -}}
+
+{{- define "mlmarket.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels of every object; with .component, also app.kubernetes.io/component. */}}
+{{- define "mlmarket.labels" -}}
+{{- $ctx := .ctx -}}
+helm.sh/chart: {{ include "mlmarket.chart" $ctx }}
+{{ include "mlmarket.selectorLabels" . }}
+app.kubernetes.io/version: {{ $ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ $ctx.Release.Service }}
+app.kubernetes.io/part-of: mlmarket
+{{- with $ctx.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "mlmarket.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mlmarket.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+{{- if .component }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+{{- end -}}
+
+{{/* image reference: (dict "ctx" $ "repository" "mlmarket-app") */}}
+{{- define "mlmarket.image" -}}
+{{- $image := .ctx.Values.image -}}
+{{- $tag := default .ctx.Chart.AppVersion $image.tag -}}
+{{- if $image.registry -}}
+{{- printf "%s/%s:%s" (trimSuffix "/" $image.registry) .repository $tag -}}
+{{- else -}}
+{{- printf "%s:%s" .repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "mlmarket.imagePullSecrets" -}}
+{{- with .Values.image.pullSecrets }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ . }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Security contexts that meet the "restricted" Pod Security Standard. They are not values on
+purpose: the images run as uid 10001 and need nothing more.
+*/}}
+{{- define "mlmarket.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "mlmarket.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Name of the Secret the pods read: existingSecret or the chart's own. */}}
+{{- define "mlmarket.secretName" -}}
+{{- default (include "mlmarket.fullname" .) .Values.secrets.existingSecret -}}
+{{- end -}}
+
+{{- define "mlmarket.configMapName" -}}
+{{- include "mlmarket.fullname" . -}}
+{{- end -}}
+
+{{- define "mlmarket.apiUrl" -}}
+{{- default (printf "http://%s:%d" (include "mlmarket.componentName" (dict "ctx" . "component" "app")) (int .Values.app.service.port)) .Values.webui.apiUrl -}}
+{{- end -}}
+
+{{/*
+MLMARKET_SECRET_KEY of the chart's own Secret: the value given, else the one already in the
+cluster (so upgrades keep every token valid), else a new random one. The new one is remembered
+in .Values for the rest of this render, so the migration hook's copy and the Secret agree.
+*/}}
+{{- define "mlmarket.secretKey" -}}
+{{- if .Values.secrets.secretKey -}}
+{{- .Values.secrets.secretKey -}}
+{{- else -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "mlmarket.fullname" .) -}}
+{{- if and $existing $existing.data (hasKey $existing.data "MLMARKET_SECRET_KEY") -}}
+{{- index $existing.data "MLMARKET_SECRET_KEY" | b64dec -}}
+{{- else -}}
+{{- if not (hasKey .Values "generatedSecretKey") -}}
+{{- $_ := set .Values "generatedSecretKey" (randAlphaNum 48) -}}
+{{- end -}}
+{{- .Values.generatedSecretKey -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* data of the chart's own Secret (used by the Secret and by the migration hook's copy) */}}
+{{- define "mlmarket.secretData" -}}
+MLMARKET_SECRET_KEY: {{ include "mlmarket.secretKey" . | b64enc | quote }}
+MLMARKET_DATABASE_URL: {{ .Values.secrets.databaseUrl | b64enc | quote }}
+MLMARKET_BROKER_URL: {{ .Values.secrets.brokerUrl | b64enc | quote }}
+{{- with .Values.secrets.s3AccessKeyId }}
+MLMARKET_S3_ACCESS_KEY_ID: {{ . | b64enc | quote }}
+{{- end }}
+{{- with .Values.secrets.s3SecretAccessKey }}
+MLMARKET_S3_SECRET_ACCESS_KEY: {{ . | b64enc | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* data of the ConfigMap (used by the ConfigMap and by the migration hook's copy) */}}
+{{- define "mlmarket.configData" -}}
+MLMARKET_ENV: {{ .Values.config.env | quote }}
+MLMARKET_LOG_LEVEL: {{ .Values.config.logLevel | quote }}
+MLMARKET_HOST: "0.0.0.0"
+MLMARKET_PORT: {{ .Values.app.port | quote }}
+MLMARKET_DATA_DIR: "/var/lib/mlmarket"
+MLMARKET_RUN_WORKER_IN_API: "false"
+MLMARKET_WORKER_HEALTH_PORT: {{ .Values.worker.healthPort | quote }}
+{{- with .Values.config.s3.endpointUrl }}
+MLMARKET_S3_ENDPOINT_URL: {{ . | quote }}
+{{- end }}
+MLMARKET_S3_BUCKET: {{ .Values.config.s3.bucket | quote }}
+MLMARKET_S3_PREFIX: {{ .Values.config.s3.prefix | quote }}
+MLMARKET_S3_REGION: {{ .Values.config.s3.region | quote }}
+{{- range $key, $value := .Values.config.extraEnv }}
+{{ $key }}: {{ $value | toString | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* checksums that roll the pods when their configuration changes */}}
+{{- define "mlmarket.configChecksums" -}}
+checksum/config: {{ include "mlmarket.configData" . | sha256sum }}
+{{- if not .Values.secrets.existingSecret }}
+checksum/secret: {{ include "mlmarket.secretData" . | sha256sum }}
+{{- end }}
+{{- end -}}
+
+{{/* The writable directories of a read-only root filesystem. */}}
+{{- define "mlmarket.writableVolumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+- name: data
+  mountPath: /var/lib/mlmarket
+{{- end -}}
+
+{{- define "mlmarket.writableVolumes" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: 256Mi
+- name: data
+  emptyDir:
+    sizeLimit: {{ .sizeLimit }}
+{{- end -}}
+
+{{/* Values the schema cannot judge alone. Fails the render with a message that says what to set. */}}
+{{- define "mlmarket.validateValues" -}}
+{{- $errors := list -}}
+{{- $secrets := .Values.secrets -}}
+{{- if not $secrets.existingSecret -}}
+{{- $hint := "or name a Secret you manage in secrets.existingSecret (keys MLMARKET_SECRET_KEY, MLMARKET_DATABASE_URL, MLMARKET_BROKER_URL)" -}}
+{{- if not $secrets.databaseUrl -}}
+{{- $errors = append $errors (printf "secrets.databaseUrl is empty: set it to postgresql://USER:PASSWORD@HOST:5432/DATABASE %s" $hint) -}}
+{{- end -}}
+{{- if not $secrets.brokerUrl -}}
+{{- $errors = append $errors (printf "secrets.brokerUrl is empty: set it to amqp://USER:PASSWORD@HOST:5672/ %s" $hint) -}}
+{{- end -}}
+{{- if and (eq .Values.config.env "production") $secrets.secretKey (lt (len $secrets.secretKey) 32) -}}
+{{- $errors = append $errors "secrets.secretKey must be at least 32 characters in production (or leave it empty to have one generated and kept)" -}}
+{{- end -}}
+{{- if and $secrets.s3AccessKeyId (not $secrets.s3SecretAccessKey) -}}
+{{- $errors = append $errors "secrets.s3AccessKeyId is set but secrets.s3SecretAccessKey is empty: set both, or neither to use the AWS credential chain" -}}
+{{- end -}}
+{{- end -}}
+{{- if not .Values.config.s3.bucket -}}
+{{- $errors = append $errors "config.s3.bucket is empty: the API and the workers share model artifacts through this S3 bucket (it must exist)" -}}
+{{- end -}}
+{{- range $key, $_ := .Values.config.extraEnv -}}
+{{- if has $key (list "MLMARKET_SECRET_KEY" "MLMARKET_DATABASE_URL" "MLMARKET_BROKER_URL" "MLMARKET_S3_ACCESS_KEY_ID" "MLMARKET_S3_SECRET_ACCESS_KEY") -}}
+{{- $errors = append $errors (printf "config.extraEnv.%s would put a secret in a ConfigMap: use secrets.* or secrets.existingSecret" $key) -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.keda.enabled .Values.worker.autoscaling.enabled -}}
+{{- $errors = append $errors "keda.enabled and worker.autoscaling.enabled would both scale the workers: set worker.autoscaling.enabled=false when KEDA scales them" -}}
+{{- end -}}
+{{- if and .Values.keda.enabled (gt (int .Values.keda.minReplicaCount) (int .Values.keda.maxReplicaCount)) -}}
+{{- $errors = append $errors "keda.minReplicaCount is larger than keda.maxReplicaCount" -}}
+{{- end -}}
+{{- range $component := list "app" "worker" "webui" -}}
+{{- $autoscaling := (index $.Values $component).autoscaling -}}
+{{- if and $autoscaling.enabled (gt (int $autoscaling.minReplicas) (int $autoscaling.maxReplicas)) -}}
+{{- $errors = append $errors (printf "%s.autoscaling.minReplicas is larger than %s.autoscaling.maxReplicas" $component $component) -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.ingress.enabled (not .Values.ingress.hostname) -}}
+{{- $errors = append $errors "ingress.enabled is true but ingress.hostname is empty" -}}
+{{- end -}}
+{{- if $errors -}}
+{{- fail (printf "\n\nmlmarket: these values cannot be installed:\n  - %s\n" (join "\n  - " $errors)) -}}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,122 @@
+"""Administration: users and their balances, crediting a user, the ledger check, workers and the queue."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from web_ui.utils import formatting as fmt
+from web_ui.utils import session
+from web_ui.utils.api import ApiError
+
+CREDITED = "admin_credited"
+
+client = session.client()
+st.title(":material/admin_panel_settings: Administration")
+
+if not session.is_admin():
+    st.error("This page is for administrators.")
+    st.stop()
+
+users_tab, ledger_tab, workers_tab = st.tabs(["Users", "Ledger", "Workers and queue"])
+
+with users_tab:
+    users = session.call(client.admin_users)
+    total = sum(int(u.get("balance") or 0) for u in users)
+    stats = st.columns(3)
+    stats[0].metric("Users", len(users), border=True)
+    stats[1].metric("Administrators", sum(1 for u in users if u.get("role") == "admin"), border=True)
+    stats[2].metric("Credits held by users", f"{total:,}", border=True)
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "id": u.get("id"),
+                    "email": u.get("email"),
+                    "name": u.get("full_name") or "",
+                    "role": u.get("role"),
+                    "active": u.get("is_active"),
+                    "balance": u.get("balance"),
+                    "joined": fmt.parse_time(u.get("created_at")),
+                }
+                for u in users
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+        column_config={"joined": st.column_config.DatetimeColumn("joined", format="YYYY-MM-DD HH:mm")},
+    )
+
+    st.subheader("Credit a user")
+    if CREDITED in st.session_state:
+        st.success(str(st.session_state.pop(CREDITED)), icon=":material/check_circle:")
+    by_id: dict[int, dict[str, Any]] = {int(u["id"]): u for u in users}
+    with st.form("credit"):
+        who = st.selectbox(
+            "User",
+            list(by_id),
+            format_func=lambda i: f"{by_id[i].get('email')} (balance {by_id[i].get('balance'):,})",
+            key="credit_user",
+        )
+        amount = st.number_input("Credits", min_value=1, max_value=1_000_000, value=100, step=10, key="credit_amount")
+        memo = st.text_input("Memo (optional)", max_chars=255, key="credit_memo")
+        if st.form_submit_button("Credit", type="primary", icon=":material/add_card:"):
+            try:
+                result = client.admin_credit(
+                    int(who), int(amount), memo=memo.strip() or None, idempotency_key=str(uuid.uuid4())
+                )
+            except ApiError as exc:
+                session.show_error(exc, "The credit did not go through: ")
+            else:
+                st.session_state[CREDITED] = (
+                    f"Credited {fmt.credits(int(amount))} to {by_id[int(who)].get('email')}. "
+                    f"Their balance is now {fmt.credits(result['balance'])}."
+                )
+                st.rerun()
+
+with ledger_tab:
+    st.markdown(
+        "Checks that every balance equals the sum of its entries, that every task has one charge "
+        "and at most one refund or settlement, and that the credits minted match what is held."
+    )
+    report = session.call(client.verify_ledger)
+    if report.get("ok"):
+        st.success(
+            f"The ledger balances: {report.get('accounts_checked')} accounts and "
+            f"{report.get('entries_checked')} entries checked.",
+            icon=":material/verified:",
+        )
+    else:
+        st.error("The ledger does not balance: see the problems below.", icon=":material/report:")
+    figures = st.columns(3)
+    figures[0].metric("Credits in accounts", f"{int(report.get('total_balance') or 0):,}", border=True)
+    figures[1].metric("Credits minted", f"{int(report.get('total_minted') or 0):,}", border=True)
+    figures[2].metric("Held for running tasks", f"{int(report.get('total_held') or 0):,}", border=True)
+    if report.get("mismatches"):
+        st.markdown("**Accounts whose balance differs from their entries**")
+        st.dataframe(pd.DataFrame(report["mismatches"]), hide_index=True, width="stretch")
+    if report.get("running_balance_errors"):
+        st.warning(f"{report['running_balance_errors']} entries have a wrong balance_after.")
+    for problem in report.get("hold_errors") or []:
+        st.warning(str(problem))
+    if st.button("Check again", icon=":material/refresh:"):
+        st.rerun()
+
+with workers_tab:
+    workers = client.optional("/admin/workers")
+    if workers is None:
+        st.info("This mlmarket API does not report its workers yet.", icon=":material/info:")
+    else:
+        items = workers.get("workers", workers) if isinstance(workers, dict) else workers
+        if isinstance(workers, dict):
+            depths = {k: v for k, v in workers.items() if k != "workers" and isinstance(v, int | float | dict)}
+            if depths:
+                st.markdown("**Queue**")
+                st.json(depths, expanded=True)
+        if items:
+            st.dataframe(pd.DataFrame(items), hide_index=True, width="stretch")
+        else:
+            st.caption("No worker has reported in.")

@@ -1,0 +1,105 @@
+"""The wallet: balance, top-ups, the ledger and how the balance moved over time."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from web_ui.utils import formatting as fmt
+from web_ui.utils import session
+from web_ui.utils.api import ApiError
+
+MAX_TOP_UP = 1_000_000
+LEDGER_LIMIT = 500
+TOPPED_UP = "wallet_topped_up"
+
+client = session.client()
+st.title(":material/account_balance_wallet: Wallet")
+
+left, right = st.columns([1, 2], gap="large")
+balance_slot = left.empty()
+
+with left, st.form("top-up", clear_on_submit=False):
+    st.markdown("**Top up**")
+    amount = st.number_input(
+        "Credits to add", min_value=1, max_value=MAX_TOP_UP, value=100, step=10, key="top_up_amount"
+    )
+    if st.form_submit_button("Add credits", type="primary", icon=":material/add_card:"):
+        # A fresh key per click: a retried request of this click credits once, a second click credits again.
+        try:
+            result = client.top_up(int(amount), idempotency_key=str(uuid.uuid4()))
+        except ApiError as exc:
+            session.show_error(exc, "The top-up did not go through: ")
+        else:
+            st.session_state[TOPPED_UP] = (
+                f"Added {fmt.credits(int(amount))}. New balance: {fmt.credits(result['balance'])}."
+            )
+            st.rerun()  # so every balance on screen shows the top-up
+    if TOPPED_UP in st.session_state:
+        st.success(str(st.session_state.pop(TOPPED_UP)), icon=":material/check_circle:")
+
+wallet = session.call(client.wallet)
+entries = session.call(lambda: client.ledger(limit=LEDGER_LIMIT))
+
+history = pd.DataFrame(
+    [
+        {
+            "time": fmt.parse_time(e.get("created_at")),
+            "what": fmt.ENTRY_KINDS.get(str(e.get("kind")), str(e.get("kind"))),
+            "amount": e.get("amount"),
+            "balance after": e.get("balance_after"),
+            "memo": e.get("memo") or "",
+            "task": e.get("task_id") or "",
+        }
+        for e in entries
+    ],
+    columns=["time", "what", "amount", "balance after", "memo", "task"],
+)
+
+balance_slot.metric("Balance", fmt.credits(wallet["balance"]), border=True)
+
+
+def timeline(history: pd.DataFrame, balance: int) -> pd.DataFrame:
+    """Balance points, oldest first, from the balance before the first entry shown until now."""
+    ordered = history.sort_values("time")[["time", "balance after"]].rename(columns={"balance after": "balance"})
+    first = history.sort_values("time").iloc[0]
+    before = pd.DataFrame([{"time": first["time"], "balance": int(first["balance after"] - first["amount"])}])
+    now = pd.DataFrame([{"time": datetime.now(UTC), "balance": balance}])
+    return pd.concat([before, ordered, now], ignore_index=True)
+
+
+with right:
+    st.markdown("**Balance over time**")
+    if history.empty:
+        st.info("No movements yet: top up to get started.", icon=":material/info:")
+    else:
+        points = timeline(history, int(wallet["balance"]))
+        base = alt.Chart(points).encode(
+            x=alt.X("time:T", title=None),
+            y=alt.Y("balance:Q", title="credits", scale=alt.Scale(zero=True)),
+        )
+        chart = base.mark_area(interpolate="step-after", opacity=0.25) + base.mark_line(
+            interpolate="step-after"
+        ).encode(tooltip=[alt.Tooltip("time:T", format="%Y-%m-%d %H:%M:%S"), "balance:Q"])
+        st.altair_chart(chart.properties(height=280), width="stretch")
+
+st.subheader("Ledger")
+if history.empty:
+    st.caption("Every top-up, charge and refund will be listed here.")
+else:
+    st.dataframe(
+        history,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "time": st.column_config.DatetimeColumn("time", format="YYYY-MM-DD HH:mm:ss"),
+            "amount": st.column_config.NumberColumn("amount", format="%+d"),
+            "balance after": st.column_config.NumberColumn("balance after", format="%d"),
+        },
+    )
+    if len(entries) == LEDGER_LIMIT:
+        st.caption(f"The newest {LEDGER_LIMIT} movements are shown.")

@@ -1,0 +1,64 @@
+"""The mlmarket web UI: ``streamlit run web_ui/streamlit_app.py``.
+
+This file is the router: which pages exist depends on whether someone is signed
+in and on their role. Each page lives in ``app_pages/``; every call to mlmarket
+goes through the REST API (``MLMARKET_API_URL``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `streamlit run` puts this folder, not the repository, on the import path.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import streamlit as st  # noqa: E402
+
+from web_ui.utils import formatting as fmt  # noqa: E402
+from web_ui.utils import session  # noqa: E402
+from web_ui.utils.api import ApiError, SessionExpired  # noqa: E402
+
+st.set_page_config(page_title="mlmarket", page_icon=":material/storefront:", layout="wide")
+st.set_option("client.toolbarMode", "minimal")  # no developer menu for the people using mlmarket
+
+SIGN_IN = st.Page("app_pages/sign_in.py", title="Sign in", icon=":material/login:", default=True)
+MARKETPLACE = st.Page("app_pages/marketplace.py", title="Marketplace", icon=":material/storefront:", default=True)
+PREDICT = st.Page("app_pages/predict.py", title="Predict", icon=":material/online_prediction:")
+HISTORY = st.Page("app_pages/history.py", title="History", icon=":material/history:")
+WALLET = st.Page("app_pages/wallet.py", title="Wallet", icon=":material/account_balance_wallet:")
+SIGN_OUT = st.Page("app_pages/sign_out.py", title="Sign out", icon=":material/logout:")
+ADMIN = st.Page("app_pages/admin.py", title="Admin", icon=":material/admin_panel_settings:")
+
+
+def sidebar(user: dict[str, str]) -> None:
+    with st.sidebar:
+        st.markdown(f"**{user.get('full_name') or user.get('email')}**")
+        role = "administrator" if user.get("role") == "admin" else "client"
+        st.caption(f"{user.get('email')} · {role}")
+        try:
+            balance = session.client().wallet()["balance"]
+        except SessionExpired:
+            session.expire()
+        except ApiError:
+            st.caption("Balance unavailable right now")
+        else:
+            st.markdown(f"Balance: **{fmt.credits(balance)}**")
+
+
+user = session.current_user()
+if user is None:
+    page = st.navigation([SIGN_IN], position="hidden")
+else:
+    sections = {
+        "Marketplace": [MARKETPLACE, PREDICT, HISTORY],
+        "Account": [WALLET, SIGN_OUT],
+    }
+    if user.get("role") == "admin":
+        sections["Administration"] = [ADMIN]
+    page = st.navigation(sections)
+    sidebar(user)
+
+session.run_page(page)

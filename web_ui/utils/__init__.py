@@ -1,0 +1,1 @@
+"""The API client and the pieces the pages share."""

@@ -1,0 +1,152 @@
+"""One prediction task on screen: its live status, rejected rows, results, a chart and the CSV download.
+
+The predict page shows the task it just paid for; the history page shows the one a person opens.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from web_ui.utils import formatting as fmt
+from web_ui.utils.api import ApiClient, ApiError, SessionExpired
+from web_ui.utils.session import show_error
+
+FINISHED = ("succeeded", "failed")
+STATUS_WORDS = {
+    "queued": "Queued: waiting for a worker…",
+    "running": "Running: the model is predicting…",
+    "succeeded": "Done: the prediction succeeded",
+    "failed": "The prediction failed",
+}
+POLL_SECONDS = 0.5
+FOLLOW_MAX_SECONDS = 300.0
+
+
+def follow(client: ApiClient, task: dict[str, Any]) -> dict[str, Any]:
+    """Shows the task's status live until it finishes (or a time limit passes); returns the latest task."""
+    if task.get("status") in FINISHED:
+        return task
+    task_id = str(task["id"])
+    status = str(task.get("status", "queued"))
+    with st.status(STATUS_WORDS.get(status, status), expanded=False) as box:
+        try:
+            for event in client.prediction_events(task_id, max_seconds=FOLLOW_MAX_SECONDS):
+                status = str(event.get("status", status))
+                box.update(label=STATUS_WORDS.get(status, status))
+                if status in FINISHED:
+                    break
+        except SessionExpired:
+            raise
+        except ApiError:
+            # The event stream can be cut by a proxy; asking now and then gets there too.
+            deadline = time.monotonic() + FOLLOW_MAX_SECONDS
+            while status not in FINISHED and time.monotonic() < deadline:
+                time.sleep(POLL_SECONDS)
+                status = str(client.prediction(task_id).get("status", status))
+                box.update(label=STATUS_WORDS.get(status, status))
+        latest = client.prediction(task_id)
+        status = str(latest.get("status", status))
+        state = "complete" if status == "succeeded" else "error" if status == "failed" else "running"
+        box.update(label=STATUS_WORDS.get(status, status), state=state)
+    return latest
+
+
+def summary(task: dict[str, Any]) -> None:
+    cols = st.columns(4)
+    cols[0].markdown(f"**Status**  \n{fmt.status_badge(str(task.get('status')))}")
+    cols[1].metric("Cost", fmt.credits(task.get("cost")))
+    cols[2].metric("Rows predicted", task.get("rows_accepted", 0))
+    cols[3].metric("Rows rejected", task.get("rows_rejected", 0))
+    st.caption(
+        f"Model **{task.get('model')}** v{task.get('version')} · task `{task.get('id')}`"
+        + (f" · submitted {fmt.when(task.get('created_at'))}" if task.get("created_at") else "")
+    )
+
+
+def rejected_rows(errors: list[dict[str, Any]]) -> None:
+    if not errors:
+        return
+    st.warning(
+        f"{len(errors)} row(s) were rejected and not charged:",
+        icon=":material/warning:",
+    )
+    table = pd.DataFrame([{"row": e.get("row"), "reason": e.get("reason")} for e in errors])
+    st.dataframe(table, hide_index=True, width="stretch")
+
+
+def _chart(frame: pd.DataFrame) -> None:
+    predictions = frame["prediction"]
+    if len(frame) < 2:
+        return
+    if pd.api.types.is_numeric_dtype(predictions):
+        chart = (
+            alt.Chart(frame)
+            .mark_bar()
+            .encode(
+                x=alt.X("prediction:Q", bin=alt.Bin(maxbins=30), title="prediction"),
+                y=alt.Y("count():Q", title="rows"),
+            )
+            .properties(title="Distribution of the predictions", height=240)
+        )
+    else:
+        counts = predictions.astype(str).value_counts().rename_axis("prediction").reset_index(name="rows")
+        chart = (
+            alt.Chart(counts)
+            .mark_bar()
+            .encode(x=alt.X("prediction:N", sort="-y"), y="rows:Q", color=alt.Color("prediction:N", legend=None))
+            .properties(title="Predicted classes", height=240)
+        )
+    st.altair_chart(chart, width="stretch")
+
+
+def results(client: ApiClient, task: dict[str, Any]) -> None:
+    task_id = str(task["id"])
+    try:
+        data = client.results_csv(task_id)
+    except ApiError as exc:
+        show_error(exc, "The results cannot be shown: ")
+        return
+    try:
+        frame = pd.read_csv(io.BytesIO(data))
+    except (ValueError, pd.errors.ParserError):
+        st.error("The results arrived but could not be read as a table; download them instead.")
+        frame = None
+    if frame is not None and "prediction" in frame.columns:
+        if len(frame) == 1:
+            value = frame["prediction"].iloc[0]
+            shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+            st.metric("Prediction", shown)
+        st.dataframe(frame, hide_index=True, width="stretch")
+        _chart(frame)
+    st.download_button(
+        "Download the results (CSV)",
+        data=data,
+        file_name=f"prediction-{task_id}.csv",
+        mime="text/csv",
+        icon=":material/download:",
+        on_click="ignore",
+        key=f"download-{task_id}",
+    )
+
+
+def show(client: ApiClient, task: dict[str, Any], *, live: bool = True) -> dict[str, Any]:
+    """Everything about one task; with ``live``, waits for an unfinished task and shows each status change."""
+    if live:
+        task = follow(client, task)
+    summary(task)
+    rejected_rows(list(task.get("errors") or []))
+    status = task.get("status")
+    if status == "succeeded":
+        results(client, task)
+    elif status == "failed":
+        reason = task.get("error") or "the worker could not run the model"
+        st.error(f"The prediction failed: {reason}. Its {fmt.credits(task.get('cost'))} were refunded.")
+    else:
+        st.info("The prediction is not finished yet. Open it again in a moment.", icon=":material/schedule:")
+    return task

@@ -148,7 +148,7 @@ def parse_infer_request(body: bytes, header_length: int | None) -> InferRequest:
             if len(data) != count:
                 raise BadRequest(f"input {name!r} has {len(data)} values, its shape {shape} needs {count}")
         inputs.append(Tensor(name=name, shape=shape, datatype=datatype, data=data, parameters=parameters))
-    requested = header.get("outputs") if isinstance(header.get("outputs"), list) else []
+    requested: list[Any] = header["outputs"] if isinstance(header.get("outputs"), list) else []
     outputs = [str(o["name"]) for o in requested if isinstance(o, dict) and isinstance(o.get("name"), str)]
     request_id = header.get("id")
     return InferRequest(id=str(request_id) if request_id is not None else None, inputs=inputs, outputs=outputs)

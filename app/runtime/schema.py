@@ -111,11 +111,29 @@ def convert_value(feature: Feature, value: Any) -> tuple[Any, str | None]:
     return int(number), None
 
 
-def _check_row(features: Sequence[Feature], row: Any) -> tuple[dict[str, Any] | None, list[str]]:
+def _fast_row(row: Any, names: Sequence[str], numeric: Sequence[bool]) -> dict[str, Any] | None:
+    """The common case at a fraction of the cost: exactly the schema's keys, finite floats for numbers.
+
+    None sends the row through the full check, which gives the same result for every row this accepts.
+    """
+    if type(row) is not dict or len(row) != len(names):
+        return None
+    out: dict[str, Any] = {}
+    for name, is_number in zip(names, numeric, strict=True):
+        value = row.get(name, None)
+        if not (is_number and type(value) is float and value - value == 0.0):  # finite floats only
+            return None
+        out[name] = value
+    return out
+
+
+def _check_row(
+    features: Sequence[Feature], row: Any, known: frozenset[str] | None = None
+) -> tuple[dict[str, Any] | None, list[str]]:
     if not isinstance(row, dict):
         return None, [f"must be an object with the features as keys, got {_show(row)}"]
     problems: list[str] = []
-    known = {f.name for f in features}
+    known = known if known is not None else frozenset(f.name for f in features)
     for key in row:
         if key not in known:
             problems.append(f"unknown feature {_show(key)}")
@@ -140,8 +158,15 @@ def validate_rows(features: Sequence[Feature], rows: list[Any]) -> tuple[list[di
     """The accepted rows, normalised, and one error for each rejected row (numbered from 1)."""
     accepted: list[dict[str, Any]] = []
     errors: list[RowError] = []
+    names = [f.name for f in features]
+    numeric = [f.type == "number" for f in features]
+    known = frozenset(names)
     for number, row in enumerate(rows, start=1):
-        normalised, problems = _check_row(features, row)
+        fast = _fast_row(row, names, numeric)
+        if fast is not None:
+            accepted.append(fast)
+            continue
+        normalised, problems = _check_row(features, row, known)
         if normalised is None:
             errors.append(_row_error(number, problems))
         else:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from app.core.errors import NotFound, PayloadTooLarge, Unprocessable
@@ -98,7 +99,9 @@ def submit(
 
 
 def get_for_user(session: Session, *, user_id: int, task_id: str) -> Task:
-    task = session.get(Task, task_id) if len(task_id) <= 36 else None
+    # The input rows (megabytes for a big batch) load only if the caller reads them.
+    lazy_rows = defer(Task.input_rows)  # type: ignore[arg-type]
+    task = session.get(Task, task_id, options=[lazy_rows]) if len(task_id) <= 36 else None
     if task is None or task.user_id != user_id:
         # Another user's task is answered exactly like a missing one.
         raise NotFound(f"prediction {task_id} not found")

@@ -4,12 +4,14 @@ import asyncio
 import csv
 import io
 import json
+import re
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, status
+from fastapi import APIRouter, Depends, Header, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from sqlmodel import Session
 from starlette.datastructures import UploadFile
@@ -125,6 +127,7 @@ def to_public(task: Task, model: ModelVersion | None, *, with_results: bool = Tr
     response_model=TaskAccepted,
     openapi_extra={"requestBody": _REQUEST_BODY},
     responses={
+        200: {"model": TaskPublic, "description": "Finished within the wait asked for with `Prefer: wait=N`"},
         402: {"description": "The balance does not cover the accepted rows"},
         404: {"description": "Unknown model or version"},
         413: {"description": "Too many rows or bytes"},
@@ -132,8 +135,16 @@ def to_public(task: Task, model: ModelVersion | None, *, with_results: bool = Tr
     },
 )
 def create_prediction(
-    request: Request, payload: PredictionInputDep, user: CurrentUser, session: SessionDep, settings: SettingsDep
-) -> TaskAccepted:
+    request: Request,
+    payload: PredictionInputDep,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    prefer: Annotated[
+        str | None,
+        Header(description="`wait=N`: answer 200 with the finished task if it finishes within N seconds (max 60)"),
+    ] = None,
+) -> Any:
     model = catalog.resolve(session, payload.model, payload.version)
     if payload.csv_text is not None:
         rows = predictions.prepare_csv(model, payload.csv_text, max_rows=settings.predict_max_rows)
@@ -143,7 +154,49 @@ def create_prediction(
         session, user_id=user.id or 0, model=model, rows=rows, request_id=request.headers.get("x-request-id")
     )
     request.app.state.relay.wake()
-    return TaskAccepted.model_validate(task, update={"model": model.name, "version": model.version})
+    accepted = TaskAccepted.model_validate(task, update={"model": model.name, "version": model.version})
+    wait = requested_wait(prefer)
+    if wait is None:
+        return accepted
+    session.close()  # hold no transaction while waiting (SQLite would block the worker)
+    finished = wait_for_finish(get_engine(request), user.id or 0, task.id, wait)
+    if finished is None:
+        return accepted
+    return JSONResponse(
+        status_code=200,
+        content=json.loads(finished.model_dump_json()),
+        headers={"Preference-Applied": f"wait={wait:g}"},
+    )
+
+
+MAX_PREFER_WAIT_SECONDS = 60.0
+DEFAULT_PREFER_WAIT_SECONDS = 30.0
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait(?:\s*=\s*(\d+(?:\.\d+)?))?(?:$|[,;\s])", re.IGNORECASE)
+
+
+def requested_wait(prefer: str | None) -> float | None:
+    """Seconds the client will wait, from an RFC 7240 ``Prefer: wait=N`` header (capped); None if not asked."""
+    if not prefer:
+        return None
+    match = _PREFER_WAIT.search(prefer)
+    if match is None:
+        return None
+    seconds = float(match.group(1)) if match.group(1) else DEFAULT_PREFER_WAIT_SECONDS
+    return min(seconds, MAX_PREFER_WAIT_SECONDS)
+
+
+def wait_for_finish(engine: Any, user_id: int, task_id: str, seconds: float) -> TaskPublic | None:
+    deadline = time.monotonic() + seconds
+    delay = 0.01
+    while True:
+        with Session(engine) as session:
+            task = predictions.get_for_user(session, user_id=user_id, task_id=task_id)
+            if task.status in FINISHED_STATUSES:
+                return to_public(task, session.get(ModelVersion, task.model_version_id))
+        if time.monotonic() + delay > deadline:
+            return None
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.2)
 
 
 @router.get("", response_model=list[TaskPublic])

@@ -334,3 +334,33 @@ def test_failed_tasks_are_refunded_exactly_once(
         assert predictions.fail(s, task_id=task_id, reason="late failure") is False
         assert ledger.verify(s).ok
     assert balance(client, headers) == 7
+
+
+def test_prefer_wait_returns_the_finished_task(
+    client: TestClient, make_user: Callable[..., dict[str, str]], publish_model: Callable[..., Any]
+) -> None:
+    publish_model("diabetes-linear", price=1)
+    headers = make_user()
+    top_up(client, headers, 10)
+    r = client.post(
+        PREDICT, json={"model": "diabetes-linear", "rows": rows(2)}, headers={**headers, "Prefer": "wait=20"}
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["Preference-Applied"] == "wait=20"
+    body = r.json()
+    assert body["status"] == "succeeded"
+    assert len(body["results"]) == 2 and body["cost"] == 2
+    assert client.post(PREDICT, json={"model": "diabetes-linear", "rows": rows(1)}, headers=headers).status_code == 202
+    assert balance(client, headers) == 7
+
+
+def test_prefer_header_parsing() -> None:
+    from app.api.routes.predictions import requested_wait
+
+    assert requested_wait("wait=5") == 5
+    assert requested_wait("respond-async, wait=100") == 60
+    assert requested_wait("wait") == 30
+    assert requested_wait("Wait = 2.5") == 2.5
+    assert requested_wait("handling=lenient") is None
+    assert requested_wait("waiting=3") is None
+    assert requested_wait(None) is None

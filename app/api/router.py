@@ -1,6 +1,6 @@
 from fastapi import APIRouter
 
-from app.api.routes import admin, auth, datasets, models, predictions, users, wallet
+from app.api.routes import admin, algorithms, auth, datasets, models, predictions, users, wallet
 
 api_router = APIRouter(prefix="/api/v1")
 api_router.include_router(auth.router)
@@ -9,4 +9,5 @@ api_router.include_router(wallet.router)
 api_router.include_router(models.router)
 api_router.include_router(predictions.router)
 api_router.include_router(datasets.router)
+api_router.include_router(algorithms.router)
 api_router.include_router(admin.router)

@@ -173,3 +173,11 @@ class DatasetRows(SQLModel):
 
 class AppendRowsRequest(SQLModel):
     rows: list[Any] = Field(min_length=1)
+
+
+class AlgorithmPublic(SQLModel):
+    name: str
+    task: str
+    description: str
+    shardable: bool
+    hyperparameters: dict[str, Any]

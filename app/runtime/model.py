@@ -33,6 +33,9 @@ from app.runtime.schema import Feature
 
 ARTIFACT_FORMAT = "mlmarket-model/1"
 TRUSTED_PACKAGES = frozenset({"sklearn", "numpy", "scipy"})
+# Single classes trusted beyond those packages: CatBoost's estimators restore themselves from CatBoost's own
+# binary model format (never pickle).
+TRUSTED_CLASSES = frozenset({"catboost.core.CatBoostClassifier", "catboost.core.CatBoostRegressor"})
 
 Prediction = float | int | str | bool | None
 TaskKind = Literal["regression", "classification"]
@@ -66,6 +69,8 @@ def _resolve(type_name: str) -> Any:
 
 def is_trusted_type(type_name: str) -> bool:
     root = type_name.split(".", 1)[0]
+    if type_name in TRUSTED_CLASSES:
+        return True
     if root == "builtins":
         return isinstance(getattr(builtins, type_name.removeprefix("builtins."), None), type)
     if root not in TRUSTED_PACKAGES:
@@ -116,6 +121,12 @@ def _plain(value: Any) -> Prediction:
     return str(value)
 
 
+def flat(output: Any) -> np.ndarray[Any, Any]:
+    """Predictions as one value per row (CatBoost's multiclass ``predict`` answers a column of shape (n, 1))."""
+    array = np.asarray(output)
+    return array.reshape(-1) if array.ndim == 2 and array.shape[1] == 1 else array
+
+
 class ModelRuntime:
     """A loaded model: ``predict`` takes rows already checked against ``features`` (see app.runtime.schema)."""
 
@@ -160,7 +171,7 @@ class ModelRuntime:
             output = self.estimator.predict(self._frame(rows))
         except (KeyError, TypeError, ValueError) as exc:
             raise Unprocessable(f"the model could not predict these rows: {exc}") from exc
-        return [_plain(v) for v in np.asarray(output).tolist()]
+        return [_plain(v) for v in flat(output).tolist()]
 
     def predict_proba(self, rows: list[dict[str, Any]]) -> list[dict[str, float]]:
         """For classifiers: each row's probability per class label."""

@@ -9,27 +9,86 @@ training.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_diabetes, load_iris
 from sklearn.ensemble import GradientBoostingRegressor, RandomForestClassifier, RandomForestRegressor
 from sklearn.impute import SimpleImputer
+from sklearn.inspection import permutation_importance
 from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
-from sklearn.metrics import accuracy_score, f1_score, mean_squared_error, r2_score
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    mean_absolute_error,
+    mean_squared_error,
+    precision_score,
+    r2_score,
+    recall_score,
+    roc_auc_score,
+)
 from sklearn.model_selection import train_test_split
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from app.core.errors import Unprocessable
+from app.runtime.model import flat
 from app.runtime.schema import Feature
 
 Task = Literal["regression", "classification"]
 MAX_CATEGORIES_RECORDED = 100
+
+
+INT32_MAX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Param:
+    """One hyperparameter a user may set: its type, allowed range or values, and the default used without it."""
+
+    type: type
+    default: Any
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] | None = None
+    nullable: bool = False
+    description: str = ""
+
+    def json_schema(self) -> dict[str, Any]:
+        name = {bool: "boolean", int: "integer", float: "number", str: "string"}[self.type]
+        schema: dict[str, Any] = {"type": [name, "null"] if self.nullable else name, "default": self.default}
+        if self.minimum is not None:
+            schema["minimum"] = self.minimum
+        if self.maximum is not None:
+            schema["maximum"] = self.maximum
+        if self.choices is not None:
+            schema["enum"] = list(self.choices)
+        if self.description:
+            schema["description"] = self.description
+        return schema
+
+    def allowed(self) -> str:
+        if self.type is bool:
+            text = "true or false"
+        elif self.choices is not None:
+            text = "one of " + ", ".join(map(repr, self.choices))
+        else:
+            kind = "an integer" if self.type is int else "a number"
+            text = f"{kind} from {_number(self.minimum)} to {_number(self.maximum)}"
+        return text + (" or null" if self.nullable else "")
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "any"
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else str(value)
 
 
 @dataclass(frozen=True)
@@ -38,75 +97,194 @@ class Algorithm:
     task: Task
     factory: Callable[..., Any]
     scaled: bool
-    # Hyperparameters a user may set, with their types; anything else is refused.
-    hyperparameters: dict[str, type] = field(default_factory=dict)
+    # Hyperparameters a user may set; anything else is refused.
+    hyperparameters: dict[str, Param] = field(default_factory=dict)
+    description: str = ""
+    # How shards of a sharded job are merged into one model: "trees", "linear", or None when they cannot be.
+    merge: str | None = None
 
+    def json_schema(self) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "properties": {name: p.json_schema() for name, p in self.hyperparameters.items()},
+            "additionalProperties": False,
+        }
+
+
+def _seed(name: str = "random_state") -> dict[str, Param]:
+    return {name: Param(int, None, 0, INT32_MAX, nullable=True, description="Seed for reproducible results")}
+
+
+_FOREST = {
+    "n_estimators": Param(int, 100, 1, 1000, description="Number of trees"),
+    "max_depth": Param(int, None, 1, 100, nullable=True, description="Depth limit of each tree (null: none)"),
+    "min_samples_leaf": Param(int, 1, 1, 1000, description="Fewest rows in a leaf"),
+    **_seed(),
+}
+
+
+def _catboost(kind: str) -> Callable[..., Any]:
+    def make(**hyperparameters: Any) -> Any:
+        import catboost
+
+        cls = catboost.CatBoostClassifier if kind == "classifier" else catboost.CatBoostRegressor
+        return cls(verbose=False, allow_writing_files=False, thread_count=2, **hyperparameters)
+
+    return make
+
+
+_CATBOOST = {
+    "iterations": Param(int, 200, 1, 5000, description="Number of boosted trees"),
+    "depth": Param(int, 6, 1, 16, description="Depth of each tree"),
+    "learning_rate": Param(float, None, 0.0001, 1.0, nullable=True, description="Step size (null: chosen by CatBoost)"),
+    "l2_leaf_reg": Param(float, 3.0, 0.0, 100.0, description="L2 regularisation of the leaves"),
+    **_seed("random_seed"),
+}
 
 ALGORITHMS: dict[str, Algorithm] = {
     a.name: a
     for a in (
         Algorithm(
-            "LinearRegression", "regression", LinearRegression, scaled=True, hyperparameters={"fit_intercept": bool}
+            "LinearRegression",
+            "regression",
+            LinearRegression,
+            scaled=True,
+            hyperparameters={"fit_intercept": Param(bool, True, description="Fit an intercept term")},
+            description="Ordinary least squares.",
+            merge="linear",
         ),
-        Algorithm("Ridge", "regression", Ridge, scaled=True, hyperparameters={"alpha": float, "fit_intercept": bool}),
+        Algorithm(
+            "Ridge",
+            "regression",
+            Ridge,
+            scaled=True,
+            hyperparameters={
+                "alpha": Param(float, 1.0, 0.0, 1_000_000.0, description="L2 regularisation strength"),
+                "fit_intercept": Param(bool, True, description="Fit an intercept term"),
+            },
+            description="Least squares with L2 regularisation.",
+            merge="linear",
+        ),
         Algorithm(
             "RandomForestRegressor",
             "regression",
             RandomForestRegressor,
             scaled=False,
-            hyperparameters={"n_estimators": int, "max_depth": int, "min_samples_leaf": int, "random_state": int},
+            hyperparameters=dict(_FOREST),
+            description="An average of decision trees on bootstrap samples.",
+            merge="trees",
         ),
         Algorithm(
             "GradientBoostingRegressor",
             "regression",
             GradientBoostingRegressor,
             scaled=False,
-            hyperparameters={"n_estimators": int, "max_depth": int, "learning_rate": float, "random_state": int},
+            hyperparameters={
+                "n_estimators": Param(int, 100, 1, 1000, description="Number of boosting stages"),
+                "max_depth": Param(int, 3, 1, 50, description="Depth of each tree"),
+                "learning_rate": Param(float, 0.1, 0.0001, 10.0, description="Shrinkage of each stage"),
+                **_seed(),
+            },
+            description="Boosted decision trees (stages depend on each other, so shards cannot be merged).",
         ),
         Algorithm(
             "LogisticRegression",
             "classification",
             LogisticRegression,
             scaled=True,
-            hyperparameters={"C": float, "max_iter": int},
+            hyperparameters={
+                "C": Param(float, 1.0, 0.000001, 1_000_000.0, description="Inverse regularisation strength"),
+                "max_iter": Param(int, 100, 1, 100_000, description="Iterations of the solver"),
+            },
+            description="A linear classifier with L2 regularisation.",
+            merge="linear",
         ),
         Algorithm(
             "RandomForestClassifier",
             "classification",
             RandomForestClassifier,
             scaled=False,
-            hyperparameters={"n_estimators": int, "max_depth": int, "min_samples_leaf": int, "random_state": int},
+            hyperparameters=dict(_FOREST),
+            description="A vote of decision trees on bootstrap samples.",
+            merge="trees",
         ),
         Algorithm(
             "KNeighborsClassifier",
             "classification",
             KNeighborsClassifier,
             scaled=True,
-            hyperparameters={"n_neighbors": int},
+            hyperparameters={
+                "n_neighbors": Param(int, 5, 1, 1000, description="Neighbours that vote"),
+                "weights": Param(str, "uniform", choices=("uniform", "distance"), description="How votes count"),
+            },
+            description="The majority class of the nearest training rows.",
+        ),
+        Algorithm(
+            "CatBoostClassifier",
+            "classification",
+            _catboost("classifier"),
+            scaled=False,
+            hyperparameters=dict(_CATBOOST),
+            description="CatBoost gradient-boosted oblivious trees.",
+        ),
+        Algorithm(
+            "CatBoostRegressor",
+            "regression",
+            _catboost("regressor"),
+            scaled=False,
+            hyperparameters=dict(_CATBOOST),
+            description="CatBoost gradient-boosted oblivious trees.",
         ),
     )
 }
 
 
-def _checked_hyperparameters(algorithm: Algorithm, hyperparameters: dict[str, Any]) -> dict[str, Any]:
+def _type_ok(param: Param, value: Any) -> bool:
+    if value is None:
+        return param.nullable
+    if param.type is bool:
+        return isinstance(value, bool)
+    if param.type is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if param.type is str:
+        return isinstance(value, str)
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _in_range(param: Param, value: Any) -> bool:
+    if value is None or param.type is bool:
+        return True
+    if param.choices is not None:
+        return value in param.choices
+    return (param.minimum is None or value >= param.minimum) and (param.maximum is None or value <= param.maximum)
+
+
+def checked_hyperparameters(algorithm: str | Algorithm, hyperparameters: Any) -> dict[str, Any]:
+    """The user's hyperparameters, checked; :class:`Unprocessable` names the parameter and what is allowed."""
+    spec = algorithm if isinstance(algorithm, Algorithm) else ALGORITHMS.get(algorithm)
+    if spec is None:
+        raise Unprocessable(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+    if not isinstance(hyperparameters, dict):
+        raise Unprocessable("hyperparameters must be an object of name: value")
     checked: dict[str, Any] = {}
     for key, value in hyperparameters.items():
-        expected = algorithm.hyperparameters.get(key)
-        if expected is None:
-            allowed = ", ".join(sorted(algorithm.hyperparameters)) or "none"
-            raise Unprocessable(f"{algorithm.name} has no hyperparameter {key!r}; allowed: {allowed}")
-        if expected is bool:
-            ok = isinstance(value, bool)
-        elif expected is int:
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        else:
-            ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-        if not ok:
+        param = spec.hyperparameters.get(key)
+        if param is None:
+            allowed = ", ".join(sorted(spec.hyperparameters)) or "none"
+            raise Unprocessable(f"{spec.name} has no hyperparameter {key!r}; allowed: {allowed}")
+        if not _type_ok(param, value) or not _in_range(param, value):
             raise Unprocessable(
-                f"hyperparameter {key!r} of {algorithm.name} must be {expected.__name__}, got {value!r}"
+                f"hyperparameter {key!r} of {spec.name} must be {param.type.__name__} ({param.allowed()}), "
+                f"got {value!r}"
             )
-        checked[key] = float(value) if expected is float else value
+        checked[key] = float(value) if param.type is float and value is not None else value
     return checked
+
+
+def _checked_hyperparameters(algorithm: Algorithm, hyperparameters: dict[str, Any]) -> dict[str, Any]:
+    """Every hyperparameter of the algorithm: the user's, checked, over the defaults."""
+    given = checked_hyperparameters(algorithm, hyperparameters)
+    return {**{k: p.default for k, p in algorithm.hyperparameters.items()}, **given}
 
 
 def build_pipeline(
@@ -177,6 +355,8 @@ class TrainResult:
     pipeline: Pipeline
     features: list[Feature]
     metrics: dict[str, float]
+    # Confusion matrix, classes, feature importance, row counts and durations: what a report shows.
+    report: dict[str, Any] = field(default_factory=dict)
 
 
 def _frame_for(df: pd.DataFrame, features: Sequence[Feature]) -> pd.DataFrame:
@@ -191,11 +371,62 @@ def _frame_for(df: pd.DataFrame, features: Sequence[Feature]) -> pd.DataFrame:
 
 def _scores(task: Task, truth: Any, predicted: Any) -> dict[str, float]:
     if task == "regression":
-        return {"r2": float(r2_score(truth, predicted)), "mse": float(mean_squared_error(truth, predicted))}
+        return {
+            "r2": float(r2_score(truth, predicted)),
+            "mse": float(mean_squared_error(truth, predicted)),
+            "mae": float(mean_absolute_error(truth, predicted)),
+        }
     return {
         "accuracy": float(accuracy_score(truth, predicted)),
-        "f1": float(f1_score(truth, predicted, average="macro")),
+        "precision": float(precision_score(truth, predicted, average="macro", zero_division=0)),
+        "recall": float(recall_score(truth, predicted, average="macro", zero_division=0)),
+        "f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
     }
+
+
+def _roc_auc(pipeline: Pipeline, x: pd.DataFrame, truth: Any) -> float | None:
+    """ROC AUC of a binary classifier (the second class is the positive one); None when it does not apply."""
+    classes = list(getattr(pipeline, "classes_", []))
+    if len(classes) != 2 or not hasattr(pipeline, "predict_proba") or pd.Series(truth).nunique() != 2:
+        return None
+    scores = np.asarray(pipeline.predict_proba(x))[:, 1]
+    return float(roc_auc_score(np.asarray(truth) == classes[1], scores))
+
+
+def _plain_label(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _output_owners(pipeline: Pipeline) -> list[str]:
+    """For each column the preprocessing puts out, the input feature it comes from."""
+    owners: list[str] = []
+    for name, transformer, columns in pipeline.named_steps["preprocess"].transformers_:
+        if name == "numeric":
+            owners.extend(columns)
+        elif name == "strings":
+            encoder = transformer.named_steps["encode"]
+            for column, categories in zip(columns, encoder.categories_, strict=True):
+                owners.extend([column] * len(categories))
+    return owners
+
+
+def feature_importance(
+    pipeline: Pipeline, features: Sequence[Feature], x: pd.DataFrame, y: Any, random_state: int
+) -> tuple[str, dict[str, float]]:
+    """Native importances of tree models (summed over one-hot columns), else permutation importance on ``x``."""
+    estimator = pipeline.named_steps["model"]
+    native = getattr(estimator, "feature_importances_", None)
+    if native is not None:
+        owners = _output_owners(pipeline)
+        values = np.asarray(native, dtype=float)
+        if len(owners) == len(values):
+            totals = {f.name: 0.0 for f in features}
+            for owner, value in zip(owners, values, strict=True):
+                totals[owner] += float(value)
+            whole = sum(totals.values()) or 1.0
+            return "native", {k: v / whole for k, v in totals.items()}
+    result = permutation_importance(pipeline, x, y, n_repeats=5, random_state=random_state, n_jobs=1)
+    return "permutation", {f.name: float(v) for f, v in zip(features, result.importances_mean, strict=True)}
 
 
 def train(
@@ -208,32 +439,87 @@ def train(
     random_state: int = 42,
 ) -> TrainResult:
     """Fits the pipeline on a train split and scores it on both splits (``train_r2``, ``test_accuracy``, …)."""
+    data = prepare(df, target, task)
+    split = split_data(data, test_size, random_state)
+    pipeline = build_pipeline(algorithm, hyperparameters, data.features, task)
+    started = time.perf_counter()
+    try:
+        pipeline.fit(split.x_train, split.y_train)
+    except ValueError as exc:
+        raise Unprocessable(f"{algorithm} could not be trained on this data: {exc}") from exc
+    fit_seconds = time.perf_counter() - started
+    return evaluate(pipeline, data, split, random_state, fit_seconds=fit_seconds)
+
+
+@dataclass
+class PreparedData:
+    features: list[Feature]
+    x: pd.DataFrame
+    y: pd.Series
+    task: Task
+
+
+@dataclass
+class Split:
+    x_train: pd.DataFrame
+    x_test: pd.DataFrame
+    y_train: pd.Series
+    y_test: pd.Series
+
+
+def prepare(df: pd.DataFrame, target: str, task: Task) -> PreparedData:
+    """The features and the target of a data frame, checked for the task."""
     features = infer_features(df, target)
     data = df.dropna(subset=[target])
     if len(data) < 5:
         raise Unprocessable(f"need at least 5 rows with a value for {target!r} to train, got {len(data)}")
     y = data[target]
     if task == "regression":
-        if not pd.api.types.is_numeric_dtype(y):
+        if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
             raise Unprocessable(f"the target {target!r} must be numeric for regression")
         y = y.astype(float)
     else:
         y = y.map(lambda v: v if isinstance(v, bool | int) else str(v).strip())
         if y.nunique() < 2:
             raise Unprocessable(f"the target {target!r} needs at least two classes for classification")
-    x = _frame_for(data, features)
-    stratify = y if task == "classification" and y.value_counts().min() >= 2 else None
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=test_size, random_state=random_state, stratify=stratify
-    )
-    pipeline = build_pipeline(algorithm, hyperparameters, features, task)
+    return PreparedData(features=features, x=_frame_for(data, features), y=y, task=task)
+
+
+def split_data(data: PreparedData, test_size: float, random_state: int) -> Split:
+    """The train/test split every job uses: stratified for classification when every class has two rows."""
+    stratify = data.y if data.task == "classification" and data.y.value_counts().min() >= 2 else None
     try:
-        pipeline.fit(x_train, y_train)
+        x_train, x_test, y_train, y_test = train_test_split(
+            data.x, data.y, test_size=test_size, random_state=random_state, stratify=stratify
+        )
     except ValueError as exc:
-        raise Unprocessable(f"{algorithm} could not be trained on this data: {exc}") from exc
-    metrics = {f"train_{k}": v for k, v in _scores(task, y_train, pipeline.predict(x_train)).items()}
-    metrics.update({f"test_{k}": v for k, v in _scores(task, y_test, pipeline.predict(x_test)).items()})
-    return TrainResult(pipeline=pipeline, features=features, metrics=metrics)
+        raise Unprocessable(f"cannot split the data with test_size={test_size}: {exc}") from exc
+    return Split(x_train, x_test, y_train, y_test)
+
+
+def evaluate(
+    pipeline: Pipeline, data: PreparedData, split: Split, random_state: int, *, fit_seconds: float = 0.0
+) -> TrainResult:
+    """Metrics on both splits, and the report: confusion matrix, ROC AUC, feature importance, durations."""
+    started = time.perf_counter()
+    task = data.task
+    predicted_train = flat(pipeline.predict(split.x_train))
+    predicted_test = flat(pipeline.predict(split.x_test))
+    metrics = {f"train_{k}": v for k, v in _scores(task, split.y_train, predicted_train).items()}
+    metrics.update({f"test_{k}": v for k, v in _scores(task, split.y_test, predicted_test).items()})
+    report: dict[str, Any] = {"rows": {"train": len(split.x_train), "test": len(split.x_test)}}
+    if task == "classification":
+        classes = [_plain_label(c) for c in getattr(pipeline, "classes_", sorted(data.y.unique()))]
+        report["classes"] = classes
+        report["confusion_matrix"] = confusion_matrix(split.y_test, predicted_test, labels=classes).tolist()
+        for name, x, y in (("train", split.x_train, split.y_train), ("test", split.x_test, split.y_test)):
+            auc = _roc_auc(pipeline, x, y)
+            if auc is not None:
+                metrics[f"{name}_roc_auc"] = auc
+    method, importance = feature_importance(pipeline, data.features, split.x_test, split.y_test, random_state)
+    report["feature_importance"] = {"method": method, "values": importance}
+    report["durations"] = {"fit_seconds": fit_seconds, "evaluate_seconds": time.perf_counter() - started}
+    return TrainResult(pipeline=pipeline, features=data.features, metrics=metrics, report=report)
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,7 @@ def test_pipelines_scale_only_for_linear_and_distance_models() -> None:
         ("Ridge", {}, "classification", "is a regression algorithm"),
         ("Ridge", {"alpha": "big"}, "regression", "must be float"),
         ("Ridge", {"kernel": "rbf"}, "regression", "has no hyperparameter 'kernel'"),
-        ("RandomForestRegressor", {"n_estimators": 0}, "regression", "could not be trained"),
+        ("RandomForestRegressor", {"n_estimators": 0}, "regression", r"must be int \(an integer from 1 to 1000\)"),
     ],
 )
 def test_bad_training_requests_are_unprocessable(

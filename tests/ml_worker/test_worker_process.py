@@ -38,21 +38,11 @@ from app.services import ledger
 from app.services.outbox import OutboxRelay
 from tests.conftest import make_settings
 from tests.s3_server import S3Server
+from tests.samples import DIABETES_ROW
 
 REPO = Path(__file__).resolve().parents[2]
 PREDICT = "/api/v1/predictions"
-ROW = {
-    "age": 0.03,
-    "sex": -0.04,
-    "bmi": 0.06,
-    "bp": 0.02,
-    "s1": -0.04,
-    "s2": -0.03,
-    "s3": -0.04,
-    "s4": 0.0,
-    "s5": 0.02,
-    "s6": -0.01,
-}
+ROW = DIABETES_ROW
 
 
 pytestmark = pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)

@@ -18,20 +18,9 @@ from app.core.config import Settings
 from app.main import create_app
 from app.services import ledger
 from tests.conftest import make_settings
+from tests.samples import DIABETES_ROW
 
 PREDICT = "/api/v1/predictions"
-DIABETES_ROW = {
-    "age": 0.03,
-    "sex": -0.04,
-    "bmi": 0.06,
-    "bp": 0.02,
-    "s1": -0.04,
-    "s2": -0.03,
-    "s3": -0.04,
-    "s4": 0.0,
-    "s5": 0.02,
-    "s6": -0.01,
-}
 
 
 def top_up(client: TestClient, headers: dict[str, str], amount: int) -> None:

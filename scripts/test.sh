@@ -26,6 +26,7 @@ ensure_venv "[dev]"
 .venv/bin/python -c "import pytest, hypothesis"
 
 ensure_services
+bash scripts/install_tools.sh  # helm for tests/helm, into .tools/
 
 log "ruff"
 .venv/bin/ruff check .

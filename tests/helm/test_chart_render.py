@@ -1,0 +1,589 @@
+"""What `helm template` renders for the ci/ values: the guarantees an operator relies on.
+
+Every pod runs as its own service account with no token, restricted, bounded and probed; the
+autoscalers, RBAC, migration hook and secrets are exactly what values.yaml and the chart README
+promise; impossible or unsafe values fail the render with a message that says what to fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.helm.conftest import (
+    CHART,
+    CI_VALUES,
+    ROOT,
+    Manifest,
+    RenderError,
+    by_kind,
+    named,
+    pod_specs,
+)
+
+MINIMAL = CHART / "ci" / "minimal-values.yaml"
+PRODUCTION = CHART / "ci" / "production-values.yaml"
+KEDA = CHART / "ci" / "keda-values.yaml"
+EXISTING_SECRET = "mlmarket-secrets"  # secrets.existingSecret of the minimal and KEDA values
+FULLNAME = "mlmarket"  # release "mlmarket" contains the chart name, so it is the prefix alone
+DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())
+
+# component -> (port name, liveness path, readiness path)
+PROBES = {
+    "app": ("http", "/api/health/live", "/api/health/ready"),
+    "worker": ("metrics", "/health/live", "/health/ready"),
+    "webui": ("http", "/_stcore/health", "/_stcore/health"),
+}
+
+Load = Callable[..., list[Manifest]]
+
+
+def component_of(doc: Manifest) -> str:
+    return str(doc["metadata"]["labels"]["app.kubernetes.io/component"])
+
+
+def containers(spec: Manifest) -> list[Manifest]:
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def annotations(doc: Manifest) -> dict[str, str]:
+    return dict(doc["metadata"].get("annotations") or {})
+
+
+@pytest.fixture(params=CI_VALUES, ids=lambda p: p.name)
+def ci_docs(request: pytest.FixtureRequest, manifests: Load) -> list[Manifest]:
+    return manifests(request.param)
+
+
+# --- every pod ---------------------------------------------------------------------------------
+
+
+def test_every_pod_runs_as_its_own_service_account_without_a_token(ci_docs: list[Manifest]) -> None:
+    accounts = {doc["metadata"]["name"]: doc for doc in by_kind(ci_docs, "ServiceAccount")}
+    used: dict[str, str] = {}
+    for workload, spec in pod_specs(ci_docs):
+        name = spec.get("serviceAccountName")
+        assert name, f"{workload} has no serviceAccountName"
+        assert name in accounts, f"{workload} uses {name}, which the chart does not create"
+        assert name not in used, f"{workload} shares service account {name} with {used.get(name)}"
+        used[name] = workload
+        assert spec.get("automountServiceAccountToken") is False, workload
+        assert accounts[name].get("automountServiceAccountToken") is False, name
+    assert len(used) >= 4  # app, worker, migrations, helm test (+ web UI when enabled)
+
+
+def test_every_pod_meets_the_restricted_pod_security_standard(ci_docs: list[Manifest]) -> None:
+    for workload, spec in pod_specs(ci_docs):
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True, workload
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, workload
+        for flag in ("hostNetwork", "hostPID", "hostIPC"):
+            assert not spec.get(flag), f"{workload}: {flag}"
+        for volume in spec.get("volumes", []):
+            assert set(volume) - {"name"} <= {"emptyDir", "configMap", "secret", "projected"}, (workload, volume)
+        for container in containers(spec):
+            where = f"{workload}/{container['name']}"
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, where
+            assert context["readOnlyRootFilesystem"] is True, where
+            assert context["runAsNonRoot"] is True, where
+            assert context["capabilities"] == {"drop": ["ALL"]}, where
+            assert context["seccompProfile"] == {"type": "RuntimeDefault"}, where
+            assert not context.get("privileged"), where
+            # A read-only root filesystem still needs a writable /tmp (Python, DVC, Streamlit).
+            tmp = [m for m in container.get("volumeMounts", []) if m["mountPath"] == "/tmp"]  # noqa: S108 - a mount path
+            assert tmp, f"{where} has no writable /tmp"
+            volume = next(v for v in spec["volumes"] if v["name"] == tmp[0]["name"])
+            assert "emptyDir" in volume, where
+
+
+def test_every_container_has_cpu_and_memory_requests_and_limits(ci_docs: list[Manifest]) -> None:
+    for workload, spec in pod_specs(ci_docs):
+        for container in containers(spec):
+            resources = container["resources"]
+            for bound in ("requests", "limits"):
+                assert set(resources[bound]) >= {"cpu", "memory"}, f"{workload}/{container['name']} {bound}"
+
+
+def test_every_deployment_has_startup_liveness_and_readiness_probes(ci_docs: list[Manifest]) -> None:
+    deployments = by_kind(ci_docs, "Deployment")
+    assert {component_of(d) for d in deployments} >= {"app", "worker"}
+    for deployment in deployments:
+        port_name, live, ready = PROBES[component_of(deployment)]
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        declared = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert port_name in declared
+        for probe, path in (("startupProbe", live), ("livenessProbe", live), ("readinessProbe", ready)):
+            get = container[probe]["httpGet"]
+            assert (get["path"], get["port"]) == (path, port_name), f"{deployment['metadata']['name']} {probe}"
+
+
+def test_images_are_tagged_and_never_latest(ci_docs: list[Manifest]) -> None:
+    for workload, spec in pod_specs(ci_docs):
+        for container in containers(spec):
+            image = container["image"]
+            tag = image.rsplit("/", 1)[-1].partition(":")[2]
+            assert tag and tag != "latest", f"{workload}: {image}"
+
+
+def test_production_images_come_from_the_configured_registry_and_tag(manifests: Load) -> None:
+    images = {c["image"] for _, spec in pod_specs(manifests(PRODUCTION)) for c in containers(spec)}
+    assert images == {
+        "registry.example.com/mlmarket/mlmarket-app:0.1.0",
+        "registry.example.com/mlmarket/mlmarket-worker:0.1.0",
+        "registry.example.com/mlmarket/mlmarket-webui:0.1.0",
+    }
+
+
+# --- configuration the processes read -----------------------------------------------------------
+
+
+def env_of(docs: list[Manifest], container: Manifest) -> dict[str, str]:
+    """The environment a container starts with: its ConfigMap and Secret, then its env.
+
+    An existing Secret is made by the operator, so its keys are not known here.
+    """
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(named(docs, "ConfigMap", source["configMapRef"]["name"])["data"])
+        if "secretRef" in source and source["secretRef"]["name"] != EXISTING_SECRET:
+            data = named(docs, "Secret", source["secretRef"]["name"])["data"]
+            env.update({k: base64.b64decode(v).decode() for k, v in data.items()})
+    env.update({item["name"]: item["value"] for item in container.get("env", []) if "value" in item})
+    return env
+
+
+@pytest.mark.parametrize("component", ["app", "worker"])
+def test_mlmarket_accepts_the_rendered_production_configuration(
+    manifests: Load, monkeypatch: pytest.MonkeyPatch, component: str
+) -> None:
+    """The pods would start: mlmarket's own Settings accept what the chart hands them."""
+    from app.core.config import Environment, Settings
+
+    docs = manifests(PRODUCTION)
+    deployment = named(docs, "Deployment", f"{FULLNAME}-{component}")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = env_of(docs, container)
+    for key in [k for k in os.environ if k.startswith("MLMARKET_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    assert settings.env is Environment.production
+    assert settings.broker_url and settings.database_url
+    assert settings.worker_in_api is False
+    assert settings.s3_bucket == "mlmarket-models"
+    assert settings.worker_prefetch == 8
+    # The data dir (DVC workspace and cache) is a writable emptyDir mount.
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert str(settings.data_dir) in mounts
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert "emptyDir" in volumes[mounts[str(settings.data_dir)]]
+    if component == "worker":
+        assert container["ports"][0]["containerPort"] == settings.worker_health_port
+    else:
+        assert container["ports"][0]["containerPort"] == settings.port
+
+
+def test_web_ui_calls_the_api_service_and_reads_no_secret(manifests: Load) -> None:
+    docs = manifests(MINIMAL)
+    (container,) = named(docs, "Deployment", f"{FULLNAME}-webui")["spec"]["template"]["spec"]["containers"]
+    assert "envFrom" not in container
+    env = {item["name"]: item["value"] for item in container["env"]}
+    service = named(docs, "Service", f"{FULLNAME}-app")
+    assert env["MLMARKET_API_URL"] == f"http://{FULLNAME}-app:{service['spec']['ports'][0]['port']}"
+
+
+def test_secrets_never_land_in_a_config_map(render: Callable[..., str]) -> None:
+    with pytest.raises(RenderError, match=r"config\.extraEnv\.MLMARKET_DATABASE_URL would put a secret"):
+        render(MINIMAL, sets=("config.extraEnv.MLMARKET_DATABASE_URL=postgresql://u:p@h/d",))
+
+
+# --- autoscaling --------------------------------------------------------------------------------
+
+
+def test_default_autoscaling_bounds_are_the_documented_ones() -> None:
+    bounds = {
+        component: (
+            DEFAULTS[component]["autoscaling"]["minReplicas"],
+            DEFAULTS[component]["autoscaling"]["maxReplicas"],
+            DEFAULTS[component]["autoscaling"]["targetCPUUtilizationPercentage"],
+        )
+        for component in ("app", "worker", "webui")
+    }
+    assert bounds == {"app": (1, 10, 50), "worker": (1, 10, 50), "webui": (1, 3, 75)}
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        (),
+        (
+            "app.autoscaling.maxReplicas=7",
+            "worker.autoscaling.minReplicas=2",
+            "webui.autoscaling.targetCPUUtilizationPercentage=60",
+        ),
+    ],
+    ids=["defaults", "overridden"],
+)
+def test_hpa_bounds_equal_values(manifests: Load, sets: tuple[str, ...]) -> None:
+    docs = manifests(MINIMAL, sets=sets)
+    values = json.loads(json.dumps(DEFAULTS))
+    for pair in sets:
+        path, value = pair.split("=")
+        node = values
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = int(value)
+    hpas = {component_of(h): h for h in by_kind(docs, "HorizontalPodAutoscaler")}
+    assert set(hpas) == {"app", "worker", "webui"}
+    for component, hpa in hpas.items():
+        wanted = values[component]["autoscaling"]
+        spec = hpa["spec"]
+        assert spec["scaleTargetRef"] == {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": f"{FULLNAME}-{component}",
+        }
+        assert (spec["minReplicas"], spec["maxReplicas"]) == (wanted["minReplicas"], wanted["maxReplicas"])
+        (metric,) = spec["metrics"]
+        assert metric["resource"]["name"] == "cpu"
+        assert metric["resource"]["target"] == {
+            "type": "Utilization",
+            "averageUtilization": wanted["targetCPUUtilizationPercentage"],
+        }
+        # The HPA owns the replica count: the Deployment does not fight it on every upgrade.
+        assert "replicas" not in named(docs, "Deployment", f"{FULLNAME}-{component}")["spec"]
+
+
+def test_replicas_are_fixed_when_autoscaling_is_off(manifests: Load) -> None:
+    docs = manifests(MINIMAL, sets=("app.autoscaling.enabled=false", "app.replicaCount=3"))
+    assert named(docs, "Deployment", f"{FULLNAME}-app")["spec"]["replicas"] == 3
+    assert {component_of(h) for h in by_kind(docs, "HorizontalPodAutoscaler")} == {"worker", "webui"}
+
+
+def test_keda_scales_workers_on_the_predict_queue(manifests: Load) -> None:
+    docs = manifests(KEDA)
+    assert {component_of(h) for h in by_kind(docs, "HorizontalPodAutoscaler")} == {"app"}
+    assert "replicas" not in named(docs, "Deployment", f"{FULLNAME}-worker")["spec"]
+    scaled = named(docs, "ScaledObject", f"{FULLNAME}-worker")["spec"]
+    assert scaled["scaleTargetRef"]["name"] == f"{FULLNAME}-worker"
+    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (0, 20)
+    (trigger,) = scaled["triggers"]
+    assert trigger["type"] == "rabbitmq"
+    assert trigger["metadata"] == {
+        "protocol": "amqp",
+        "queueName": "tasks.predict",
+        "mode": "QueueLength",
+        "value": "10",
+    }
+    auth = named(docs, "TriggerAuthentication", trigger["authenticationRef"]["name"])
+    assert auth["spec"]["secretTargetRef"] == [
+        {"parameter": "host", "name": "mlmarket-secrets", "key": "MLMARKET_BROKER_URL"}
+    ]
+
+
+def test_keda_and_the_worker_hpa_together_fail_the_render(render: Callable[..., str]) -> None:
+    both = r"keda\.enabled and worker\.autoscaling\.enabled would both scale the workers"
+    with pytest.raises(RenderError, match=both):
+        render(KEDA, sets=("worker.autoscaling.enabled=true",))
+
+
+def test_every_deployment_has_a_disruption_budget(ci_docs: list[Manifest]) -> None:
+    budgets = {component_of(p): p for p in by_kind(ci_docs, "PodDisruptionBudget")}
+    for deployment in by_kind(ci_docs, "Deployment"):
+        budget = budgets[component_of(deployment)]
+        assert budget["spec"]["selector"] == deployment["spec"]["selector"]
+        assert budget["spec"]["maxUnavailable"] == 1
+
+
+# --- RBAC ---------------------------------------------------------------------------------------
+
+
+def documented_rbac_rules() -> list[tuple[str, str, str]]:
+    """(resource, verb, object) rows of the RBAC table in the chart README."""
+    readme = (CHART / "README.md").read_text()
+    table = readme.split("<!-- rbac-rules -->")[1]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    return [tuple(cell.strip().strip("`") for cell in row.strip("|").split("|"))[:3] for row in rows]  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("values", [MINIMAL, PRODUCTION], ids=lambda p: p.name)
+def test_rbac_grants_exactly_the_documented_rules(manifests: Load, values: Path) -> None:
+    docs = manifests(values)
+    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
+    (role,) = by_kind(docs, "Role")
+    secret = "mlmarket-secrets" if values == MINIMAL else FULLNAME
+    granted = []
+    for rule in role["rules"]:
+        assert rule["apiGroups"] == [""]
+        for resource in rule["resources"]:
+            for verb in rule["verbs"]:
+                for name in rule["resourceNames"]:
+                    granted.append((resource, verb, name))
+    documented = [
+        (resource, verb, obj.replace("<fullname>", FULLNAME).replace("<secret>", secret))
+        for resource, verb, obj in documented_rbac_rules()
+    ]
+    assert sorted(granted) == sorted(documented)
+    assert granted == [("configmaps", "get", FULLNAME), ("secrets", "get", secret)]
+    (binding,) = by_kind(docs, "RoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert sorted(s["name"] for s in binding["subjects"]) == [f"{FULLNAME}-app", f"{FULLNAME}-worker"]
+
+
+def test_rbac_can_be_left_out(manifests: Load) -> None:
+    docs = manifests(MINIMAL, sets=("rbac.create=false",))
+    assert not by_kind(docs, "Role") and not by_kind(docs, "RoleBinding")
+
+
+# --- migrations and secrets ---------------------------------------------------------------------
+
+
+def hooks(docs: list[Manifest], event: str) -> list[Manifest]:
+    return [d for d in docs if event in annotations(d).get("helm.sh/hook", "").split(",")]
+
+
+@pytest.mark.parametrize("values", [MINIMAL, PRODUCTION], ids=lambda p: p.name)
+def test_migrations_run_in_a_pre_install_and_pre_upgrade_hook(manifests: Load, values: Path) -> None:
+    docs = manifests(values)
+    pre_install, pre_upgrade = hooks(docs, "pre-install"), hooks(docs, "pre-upgrade")
+    assert pre_install == pre_upgrade
+    (job,) = by_kind(pre_install, "Job")
+    notes = annotations(job)
+    assert notes["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+    spec = job["spec"]["template"]["spec"]
+    assert spec["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] >= 1
+    (container,) = spec["containers"]
+    assert container["args"] == ["migrate"]
+    assert container["image"].rsplit("/", 1)[-1].startswith("mlmarket-app:")
+    # Hooks run before the release's objects exist: all the Job reads comes with it, created first.
+    weight = int(notes["helm.sh/hook-weight"])
+    earlier = {
+        (d["kind"], d["metadata"]["name"]) for d in pre_install if int(annotations(d)["helm.sh/hook-weight"]) < weight
+    }
+    assert ("ServiceAccount", spec["serviceAccountName"]) in earlier
+    for source in container["envFrom"]:
+        kind, ref = (
+            ("ConfigMap", source["configMapRef"]) if "configMapRef" in source else ("Secret", source["secretRef"])
+        )
+        if kind == "Secret" and values == MINIMAL:
+            assert ref["name"] == "mlmarket-secrets"  # made by the operator before the install
+        else:
+            assert (kind, ref["name"]) in earlier
+    env = env_of(docs, container)
+    assert env["MLMARKET_ENV"] == "production"
+    if values == PRODUCTION:
+        assert env["MLMARKET_DATABASE_URL"].startswith("postgresql://")
+
+
+def test_migrations_can_be_switched_off(manifests: Load) -> None:
+    assert not hooks(manifests(MINIMAL, sets=("migrations.enabled=false",)), "pre-install")
+
+
+def test_a_generated_secret_key_is_strong_and_shared_with_the_migrations(manifests: Load) -> None:
+    docs = manifests(PRODUCTION, sets=("secrets.secretKey=",))
+    keys = {
+        doc["metadata"]["name"]: base64.b64decode(doc["data"]["MLMARKET_SECRET_KEY"]).decode()
+        for doc in by_kind(docs, "Secret")
+    }
+    assert set(keys) == {FULLNAME, f"{FULLNAME}-migrate"}
+    assert len(set(keys.values())) == 1
+    (key,) = set(keys.values())
+    assert len(key) >= 32
+
+
+def test_an_existing_secret_is_used_and_no_secret_is_rendered(manifests: Load) -> None:
+    docs = manifests(MINIMAL)
+    assert not by_kind(docs, "Secret")
+    for workload, spec in pod_specs(docs):
+        for container in containers(spec):
+            for source in container.get("envFrom", []):
+                if "secretRef" in source:
+                    assert source["secretRef"]["name"] == "mlmarket-secrets", workload
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (
+            ("secrets.databaseUrl=",),
+            "secrets.databaseUrl is empty: set it to postgresql://USER:PASSWORD@HOST:5432/DATABASE",
+        ),
+        (("secrets.brokerUrl=",), "secrets.brokerUrl is empty: set it to amqp://USER:PASSWORD@HOST:5672/"),
+        (("secrets.secretKey=too-short",), "secrets.secretKey must be at least 32 characters in production"),
+        (("secrets.s3AccessKeyId=AKIA",), "secrets.s3AccessKeyId is set but secrets.s3SecretAccessKey is empty"),
+        (("config.s3.bucket=",), "config.s3.bucket is empty"),
+        (("ingress.hostname=",), "ingress.enabled is true but ingress.hostname is empty"),
+    ],
+    ids=["database", "broker", "weak-key", "half-s3-key", "bucket", "ingress-host"],
+)
+def test_production_values_missing_a_required_setting_fail_with_a_clear_message(
+    render: Callable[..., str], sets: tuple[str, ...], message: str
+) -> None:
+    with pytest.raises(RenderError) as failure:
+        render(PRODUCTION, sets=sets)
+    text = str(failure.value)
+    assert "mlmarket: these values cannot be installed" in text
+    assert message in text
+    if "secrets." in message and "secretKey" not in message and "s3" not in message:
+        assert "secrets.existingSecret" in text  # the other way out is named
+
+
+def test_the_schema_refuses_unknown_and_malformed_values(render: Callable[..., str]) -> None:
+    with pytest.raises(RenderError, match="Additional property replicas is not allowed"):
+        render(MINIMAL, sets=("app.replicas=3",))
+    with pytest.raises(RenderError, match="brokerUrl"):
+        render(MINIMAL, sets=("secrets.brokerUrl=redis://broker:6379",))
+
+
+def test_the_chart_contains_no_password() -> None:
+    """Credentials in URLs appear only as PASSWORD placeholders (ci/ holds obvious fakes)."""
+    credentials = re.compile(r"\b[a-z]+://[^/\s:@]+:([^@\s]+)@")
+    for path in CHART.rglob("*"):
+        if path.is_file() and "ci" not in path.relative_to(CHART).parts:
+            for password in credentials.findall(path.read_text()):
+                assert password == "PASSWORD", f"{path.relative_to(ROOT)} holds a password"
+    assert not any(DEFAULTS["secrets"].values())
+
+
+# --- network, monitoring, tests -----------------------------------------------------------------
+
+
+def selects(policy: Manifest, labels: dict[str, str]) -> bool:
+    wanted = policy["spec"]["podSelector"].get("matchLabels", {})
+    return all(labels.get(k) == v for k, v in wanted.items())
+
+
+def test_every_deployment_is_covered_by_a_network_policy_with_dns(ci_docs: list[Manifest]) -> None:
+    policies = by_kind(ci_docs, "NetworkPolicy")
+    for deployment in by_kind(ci_docs, "Deployment"):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        (policy,) = [p for p in policies if selects(p, labels)]
+        assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+        egress_ports = [p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])]
+        assert 53 in egress_ports
+
+
+def test_restricted_network_lets_only_the_ui_tests_and_listed_peers_reach_the_api(manifests: Load) -> None:
+    docs = manifests(PRODUCTION)
+    policy = named(docs, "NetworkPolicy", f"{FULLNAME}-app")
+    (rule,) = policy["spec"]["ingress"]
+    peers = rule["from"]
+    components = {p["podSelector"]["matchLabels"]["app.kubernetes.io/component"] for p in peers if "podSelector" in p}
+    namespaces = {
+        p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for p in peers if "namespaceSelector" in p
+    }
+    assert components == {"webui", "test"}
+    assert namespaces == {"ingress-nginx", "monitoring"}
+    worker = named(docs, "NetworkPolicy", f"{FULLNAME}-worker")
+    (worker_rule,) = worker["spec"]["ingress"]
+    assert worker_rule["ports"] == [{"protocol": "TCP", "port": "metrics"}]
+    ui_egress = named(docs, "NetworkPolicy", f"{FULLNAME}-webui")["spec"]["egress"]
+    assert {
+        "podSelector": {
+            "matchLabels": {
+                "app.kubernetes.io/name": "mlmarket",
+                "app.kubernetes.io/instance": "mlmarket",
+                "app.kubernetes.io/component": "app",
+            }
+        }
+    } in ui_egress[1]["to"]
+
+
+def test_ingress_sends_api_paths_to_the_api_and_the_rest_to_the_ui(manifests: Load) -> None:
+    ingress = named(manifests(PRODUCTION), "Ingress", FULLNAME)["spec"]
+    assert ingress["tls"] == [{"hosts": ["mlmarket.example.com"], "secretName": "mlmarket-tls"}]
+    (rule,) = ingress["rules"]
+    routes = {p["path"]: p["backend"]["service"]["name"] for p in rule["http"]["paths"]}
+    assert routes == {
+        "/api": f"{FULLNAME}-app",
+        "/v2": f"{FULLNAME}-app",
+        "/docs": f"{FULLNAME}-app",
+        "/openapi.json": f"{FULLNAME}-app",
+        "/": f"{FULLNAME}-webui",
+    }
+
+
+def test_service_monitors_scrape_ports_their_services_expose(manifests: Load) -> None:
+    docs = manifests(PRODUCTION)
+    monitors = by_kind(docs, "ServiceMonitor")
+    assert {component_of(m) for m in monitors} == {"app", "worker"}
+    for monitor in monitors:
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        (service,) = [
+            s
+            for s in by_kind(docs, "Service")
+            if s["metadata"]["labels"] == {**s["metadata"]["labels"], **monitor["spec"]["selector"]["matchLabels"]}
+        ]
+        (endpoint,) = monitor["spec"]["endpoints"]
+        assert endpoint["path"] == "/metrics"
+        assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_grafana_dashboard_queries_metrics_mlmarket_exports(manifests: Load) -> None:
+    (dashboard_map,) = [
+        c for c in by_kind(manifests(MINIMAL), "ConfigMap") if c["metadata"]["name"].endswith("-dashboard")
+    ]
+    assert dashboard_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(dashboard_map["data"]["mlmarket.json"])
+    source = "".join(p.read_text() for folder in ("app", "ml_worker") for p in (ROOT / folder).rglob("*.py"))
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    metrics = {m for e in exprs for m in re.findall(r"\b(mlmarket_[a-z_]+?)(?:_bucket|_total)?\b", e)}
+    assert metrics
+    for metric in metrics:
+        assert f'"{metric}' in source, f"the dashboard queries {metric}, which mlmarket does not export"
+
+
+def test_helm_test_pod_checks_the_api_is_ready(manifests: Load) -> None:
+    docs = manifests(MINIMAL)
+    (pod,) = [d for d in hooks(docs, "test") if d["kind"] == "Pod"]
+    (container,) = pod["spec"]["containers"]
+    app_port = named(docs, "Service", f"{FULLNAME}-app")["spec"]["ports"][0]["port"]
+    assert f"http://{FULLNAME}-app:{app_port}/api/health/ready" in container["args"]
+    assert f"http://{FULLNAME}-webui:8501/_stcore/health" in container["args"]
+
+
+# --- documentation of the values ----------------------------------------------------------------
+
+
+def leaves(node: Any, prefix: str = "") -> set[str]:
+    if isinstance(node, dict) and node and prefix not in LEAF_MAPS:
+        return set().union(*(leaves(v, f"{prefix}.{k}" if prefix else k) for k, v in node.items()))
+    return {prefix}
+
+
+# maps documented as a whole (their keys are free-form)
+LEAF_MAPS = {
+    "app.resources",
+    "worker.resources",
+    "webui.resources",
+    "migrations.resources",
+    "metrics.grafanaDashboard.labels",
+}
+
+
+def test_every_value_is_documented_with_a_param_line() -> None:
+    text = (CHART / "values.yaml").read_text()
+    documented = set(re.findall(r"^\s*## @param (\S+) \S", text, flags=re.MULTILINE))
+    assert leaves(DEFAULTS) == documented
+
+
+def test_the_chart_readme_lists_every_value() -> None:
+    readme = (CHART / "README.md").read_text()
+    for key in leaves(DEFAULTS):
+        assert f"`{key}`" in readme, f"{key} is missing from the chart README's parameter tables"

@@ -25,6 +25,7 @@ from app.runtime.cache import ModelCache
 from app.services import predictions
 from app.services.outbox import OutboxRelay
 from app.store import make_store
+from ml_worker.training import TrainingWorker
 from ml_worker.worker import PredictionWorker
 
 log = logging.getLogger("mlmarket.api")
@@ -53,6 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.worker_in_api:
             app.state.worker = PredictionWorker(settings, engine, model_cache)
             background.append(asyncio.create_task(_start_worker(app), name="worker-start"))
+            trainer = TrainingWorker(settings, engine, store)
+            requeue = settings.embedded_queue
+            background.append(asyncio.create_task(trainer.run_in_process(broker, requeue=requeue), name="trainer"))
         try:
             yield
         finally:

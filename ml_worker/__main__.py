@@ -17,6 +17,7 @@ from app.runtime.cache import ModelCache
 from app.store import make_store
 from ml_worker.health import WorkerState, start_health_server
 from ml_worker.metrics import HEARTBEAT
+from ml_worker.training import TrainingWorker
 from ml_worker.worker import PredictionWorker
 
 log = logging.getLogger("mlmarket.worker")
@@ -42,6 +43,7 @@ async def serve(settings: Settings) -> None:
     try:
         await broker.connect()
         await worker.start(broker)
+        await TrainingWorker(settings, engine, store).start(broker)
         state.consuming = True
         log.info("worker consuming (prefetch %d)", settings.worker_prefetch)
         while not stop.is_set():

@@ -1,6 +1,17 @@
 from fastapi import APIRouter
 
-from app.api.routes import admin, algorithms, auth, datasets, models, predictions, users, wallet
+from app.api.routes import (
+    admin,
+    algorithms,
+    auth,
+    datasets,
+    models,
+    predictions,
+    publishing,
+    training_jobs,
+    users,
+    wallet,
+)
 
 api_router = APIRouter(prefix="/api/v1")
 api_router.include_router(auth.router)
@@ -10,4 +21,6 @@ api_router.include_router(models.router)
 api_router.include_router(predictions.router)
 api_router.include_router(datasets.router)
 api_router.include_router(algorithms.router)
+api_router.include_router(training_jobs.router)
+api_router.include_router(publishing.router)
 api_router.include_router(admin.router)

@@ -181,3 +181,81 @@ class AlgorithmPublic(SQLModel):
     description: str
     shardable: bool
     hyperparameters: dict[str, Any]
+
+
+class TrainingJobCreate(SQLModel):
+    dataset_id: int = Field(ge=1, le=2**31 - 1)
+    algorithm: str = Field(min_length=1, max_length=64)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    target: str | None = Field(default=None, min_length=1, max_length=200)
+    test_size: float = Field(default=0.2, gt=0.0, le=0.5)
+    random_state: int = Field(default=42, ge=0, le=2**31 - 1)
+    shards: int = Field(default=1, ge=1, le=8)
+
+
+class RetrainRequest(SQLModel):
+    dataset_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    hyperparameters: dict[str, Any] | None = None
+
+
+class TrainingShardPublic(SQLModel):
+    index: int
+    rows: int
+    status: str
+    worker: str | None
+    error: str | None
+    attempts: int
+    duration_seconds: float | None
+
+
+class TrainingJobPublic(SQLModel):
+    id: str
+    dataset_id: int | None
+    dataset_version: int
+    retrain_of: str | None
+    algorithm: str
+    task: str
+    target: str
+    hyperparameters: dict[str, Any]
+    test_size: float
+    random_state: int
+    shards: int
+    rows: int
+    cost: int
+    status: str
+    progress: int
+    stage: str
+    metrics: dict[str, Any] | None
+    error: str | None
+    attempts: int
+    duration_seconds: float | None
+    artifact_md5: str | None
+    deleted: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    shard_status: list[TrainingShardPublic] = Field(default_factory=list)
+
+
+class TrainingReport(SQLModel):
+    job_id: str
+    algorithm: str
+    task: str
+    target: str
+    dataset_id: int | None
+    dataset_version: int
+    hyperparameters: dict[str, Any]
+    metrics: dict[str, Any]
+    features: list[dict[str, Any]]
+    classes: list[Any] | None
+    confusion_matrix: list[list[int]] | None
+    feature_importance: dict[str, Any]
+    rows: dict[str, int]
+    durations: dict[str, float]
+
+
+class PublishRequest(SQLModel):
+    training_job_id: str = Field(min_length=1, max_length=36)
+    name: str = Field(min_length=1, max_length=64, regex=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    description: str = Field(default="", max_length=2000)
+    price_per_row: int = Field(ge=1, le=1_000_000)

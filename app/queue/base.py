@@ -20,6 +20,7 @@ from app.core.config import Settings
 log = logging.getLogger("mlmarket.queue")
 
 PREDICT_QUEUE = "tasks.predict"
+TRAIN_QUEUE = "tasks.train"
 ATTEMPT_HEADER = "x-mlmarket-attempt"
 ERROR_HEADER = "x-mlmarket-error"
 MAX_RETRY_DELAY_SECONDS = 60.0

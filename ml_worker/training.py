@@ -1,0 +1,143 @@
+"""The training worker: takes jobs from ``tasks.train``, trains on the dataset version, stores the model through DVC.
+
+Same reliability rules as predictions: the result and the settlement commit
+before the ack; a job that keeps failing is dead-lettered, marked failed and
+refunded once. A job the data or the hyperparameters make impossible (a 422)
+fails at once and is refunded: retrying would not help.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from app.core.config import Settings
+from app.core.errors import Unprocessable
+from app.queue.base import TRAIN_QUEUE, Broker, ConsumerOptions, Delivery
+from app.runtime.dataset import parse_csv
+from app.runtime.model import save_artifact
+from app.runtime.training import Task, train
+from app.services import datasets, training
+from app.store.base import ArtifactStore
+from ml_worker import metrics
+
+log = logging.getLogger("mlmarket.worker")
+
+
+class TrainingWorker:
+    queue = TRAIN_QUEUE
+
+    def __init__(self, settings: Settings, engine: Engine, store: ArtifactStore) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.store = store
+        self.processed = 0
+        self.current_task: str | None = None
+
+    def _progress(self, job_id: str, percent: int, stage: str) -> None:
+        with Session(self.engine) as session:
+            training.progress(session, job_id, percent, stage)
+
+    def run_job(self, job_id: str) -> str:
+        """Runs one job to completion. Raises when it should be retried."""
+        started = time.perf_counter()
+        with Session(self.engine, expire_on_commit=False) as session:
+            job = training.start(session, job_id)
+            if job is None:
+                log.info("training job %s is unknown or already finished; ignoring the message", job_id)
+                return "ignored"
+            try:
+                version = training.dataset_version_of(session, job)
+            except Unprocessable as exc:
+                training.fail(session, job_id=job_id, reason=exc.detail)
+                return "failed"
+        text = datasets.read_text(self.store, version)
+        try:
+            frame = parse_csv(text, job.target, datasets.limits(self.settings)).frame
+            self._progress(job_id, 20, "training")
+            task: Task = "classification" if job.task == "classification" else "regression"
+            result = train(frame, job.target, job.algorithm, job.hyperparameters, task, job.test_size, job.random_state)
+        except Unprocessable as exc:
+            with Session(self.engine) as session:
+                training.fail(session, job_id=job_id, reason=exc.detail)
+            return "failed"
+        self._progress(job_id, 85, "saving the model")
+        with tempfile.TemporaryDirectory(prefix="mlmarket-training-") as tmp:
+            path = Path(tmp) / "model.skops"
+            save_artifact(result.pipeline, path, result.features)
+            ref = self.store.put(path, f"training/{job_id}/model.skops")
+        with Session(self.engine, expire_on_commit=False) as session:
+            done = training.complete(
+                session, job_id=job_id, result=result, artifact=ref, duration_seconds=time.perf_counter() - started
+            )
+        self.processed += 1
+        return "succeeded" if done else "ignored"
+
+    def fail_job(self, job_id: str, reason: str) -> None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            if training.fail(session, job_id=job_id, reason=reason):
+                log.warning("training job %s failed and was refunded: %s", job_id, reason)
+
+    async def handle(self, delivery: Delivery) -> None:
+        job_id = delivery.payload.get("task_id")
+        if not isinstance(job_id, str) or not job_id:
+            log.error("message %s has no job id; dropping it", delivery.message_id)
+            metrics.TASKS.labels(delivery.queue, "malformed").inc()
+            return
+        started = time.perf_counter()
+        self.current_task = job_id
+        try:
+            outcome = await asyncio.to_thread(self.run_job, job_id)
+        except Exception:
+            metrics.TASKS.labels(delivery.queue, "error").inc()
+            raise
+        finally:
+            self.current_task = None
+        metrics.TASKS.labels(delivery.queue, outcome).inc()
+        if outcome != "ignored":
+            metrics.TASK_SECONDS.labels(delivery.queue).observe(time.perf_counter() - started)
+
+    async def on_dead(self, delivery: Delivery, reason: str) -> None:
+        job_id = delivery.payload.get("task_id")
+        if isinstance(job_id, str) and job_id:
+            await asyncio.to_thread(self.fail_job, job_id, f"gave up after {delivery.attempt} attempts: {reason}")
+            metrics.TASKS.labels(delivery.queue, "dead_lettered").inc()
+
+    async def requeue_open_jobs(self, broker: Broker) -> None:
+        """For the in-memory embedded queue after a restart: hand every unfinished job to it again."""
+
+        def open_ids() -> list[str]:
+            with Session(self.engine) as session:
+                return training.open_job_ids(session)
+
+        for job_id in await asyncio.to_thread(open_ids):
+            await broker.publish(TRAIN_QUEUE, {"task_id": job_id}, message_id=job_id)
+
+    async def start(self, broker: Broker) -> None:
+        # One job at a time per worker: training is CPU-bound, and the next job waits for a free worker.
+        options = dataclasses.replace(ConsumerOptions.from_settings(self.settings), prefetch=1)
+        await broker.consume(TRAIN_QUEUE, self.handle, self.on_dead, options)
+
+    async def run_in_process(self, broker: Broker, *, requeue: bool, retry_seconds: float = 2.0) -> None:
+        """Starts consuming inside the API process, retrying until the broker answers."""
+        while True:
+            try:
+                await self.start(broker)
+                break
+            except Exception as exc:
+                log.warning("in-process training worker cannot consume yet (%s); retrying", exc)
+                await asyncio.sleep(retry_seconds)
+        while requeue:
+            try:
+                await self.requeue_open_jobs(broker)
+                return
+            except Exception as exc:  # the database may still be starting
+                log.warning("cannot list unfinished training jobs yet (%s); retrying", exc)
+                await asyncio.sleep(retry_seconds)

@@ -1,0 +1,269 @@
+"""Training jobs, reports, publishing and the job lifecycle on the embedded default (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from pypdf import PdfReader
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from app.core.errors import ArtifactMissing
+from app.runtime.model import ModelRuntime
+from app.services import ledger
+from app.store import ArtifactRef, make_store
+
+JOBS = "/api/v1/training-jobs"
+DATASETS = "/api/v1/datasets"
+
+
+def csv_of(loader: Any, rows: int | None = None) -> bytes:
+    frame: pd.DataFrame = loader(as_frame=True).frame
+    return (frame if rows is None else frame.head(rows)).to_csv(index=False).encode()
+
+
+def top_up(client: TestClient, headers: dict[str, str], amount: int) -> None:
+    r = client.post(
+        "/api/v1/wallet/top-ups", json={"amount": amount}, headers={**headers, "Idempotency-Key": uuid.uuid4().hex}
+    )
+    assert r.status_code == 201, r.text
+
+
+def balance(client: TestClient, headers: dict[str, str]) -> int:
+    return int(client.get("/api/v1/wallet", headers=headers).json()["balance"])
+
+
+def upload(client: TestClient, headers: dict[str, str], data: bytes) -> int:
+    r = client.post(DATASETS, files={"file": ("data.csv", data, "text/csv")}, headers=headers)
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
+def wait_job(client: TestClient, headers: dict[str, str], job_id: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        body = client.get(f"{JOBS}/{job_id}", headers=headers).json()
+        if body["status"] in ("succeeded", "failed"):
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"training job {job_id} did not finish: {body}")
+
+
+def verify_ledger(engine: Engine) -> None:
+    with Session(engine) as s:
+        report = ledger.verify(s)
+        assert report.ok, report
+
+
+def test_train_report_pdf_events_and_artifact(
+    client: TestClient, make_user: Callable[..., dict[str, str]], engine: Engine
+) -> None:
+    headers = make_user()
+    top_up(client, headers, 100)
+    dataset_id = upload(client, headers, csv_of(load_breast_cancer))  # 569 rows: one started 1,000
+    r = client.post(
+        JOBS,
+        json={"dataset_id": dataset_id, "algorithm": "LogisticRegression", "hyperparameters": {"max_iter": 3000}},
+        headers=headers,
+    )
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["status"] == "queued" and job["cost"] == 10 and job["rows"] == 569
+    assert job["task"] == "classification" and job["test_size"] == 0.2 and job["random_state"] == 42
+    assert balance(client, headers) == 90
+
+    with client.stream("GET", f"{JOBS}/{job['id']}/events", headers=headers) as stream:
+        events = [json.loads(line[6:]) for line in stream.iter_lines() if line.startswith("data: ")]
+    assert events[-1]["status"] == "succeeded" and events[-1]["progress"] == 100
+    assert [e["progress"] for e in events] == sorted(e["progress"] for e in events)
+
+    done = wait_job(client, headers, job["id"])
+    assert done["status"] == "succeeded" and done["attempts"] == 1
+    assert done["duration_seconds"] > 0
+    assert {"test_accuracy", "test_precision", "test_recall", "test_f1", "test_roc_auc", "train_f1"} <= set(
+        done["metrics"]
+    )
+    assert balance(client, headers) == 90  # settled: the platform earns the fee, nothing comes back
+
+    report = client.get(f"{JOBS}/{job['id']}/report", headers=headers).json()
+    assert report["classes"] == [0, 1]
+    assert sum(map(sum, report["confusion_matrix"])) == report["rows"]["test"] == 114
+    assert report["feature_importance"]["method"] == "permutation"
+    assert len(report["feature_importance"]["values"]) == 30
+    assert report["durations"]["fit_seconds"] > 0 and report["hyperparameters"]["max_iter"] == 3000
+
+    pdf = client.get(f"{JOBS}/{job['id']}/report.pdf", headers=headers)
+    assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+    pages = PdfReader(io.BytesIO(pdf.content)).pages
+    assert len(pages) == 3  # summary, confusion matrix, feature importance
+    assert "LogisticRegression" in pages[0].extract_text()
+
+    artifact = client.get(f"{JOBS}/{job['id']}/artifact", headers=headers)
+    assert artifact.status_code == 200
+    path = written_to_file(artifact.content)
+    runtime = ModelRuntime.load(path)
+    assert runtime.classes == [0, 1] and len(runtime.features) == 30
+    verify_ledger(engine)
+
+
+def written_to_file(content: bytes) -> Any:
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp()) / "model.skops"
+    path.write_bytes(content)
+    return path
+
+
+def test_bad_requests_move_no_money(client: TestClient, make_user: Callable[..., dict[str, str]]) -> None:
+    headers, other = make_user(), make_user()
+    top_up(client, headers, 50)
+    dataset_id = upload(client, headers, csv_of(load_iris))
+    others_dataset = upload(client, other, csv_of(load_iris))
+    cases = [
+        ({"algorithm": "RandomForestClassifier", "hyperparameters": {"n_estimators": 0}}, 422,
+         "hyperparameter 'n_estimators' of RandomForestClassifier must be int (an integer from 1 to 1000), got 0"),
+        ({"algorithm": "RandomForestClassifier", "hyperparameters": {"depth": 3}}, 422,
+         "RandomForestClassifier has no hyperparameter 'depth'; allowed: max_depth, min_samples_leaf, "
+         "n_estimators, random_state"),
+        ({"algorithm": "SVC"}, 422, "unknown algorithm 'SVC'"),
+        ({"algorithm": "LogisticRegression", "target": "nope"}, 422, "the target column 'nope' is not in dataset"),
+        ({"algorithm": "GradientBoostingRegressor", "shards": 2, "target": "sepal length (cm)"}, 422,
+         "GradientBoostingRegressor cannot be trained in shards"),
+        ({"algorithm": "LogisticRegression", "dataset_id": 999999}, 404, "dataset 999999 not found"),
+        ({"algorithm": "LogisticRegression", "dataset_id": others_dataset}, 404, f"dataset {others_dataset} not found"),
+        ({"algorithm": "LogisticRegression", "test_size": 0.9}, 422, "test_size"),
+    ]  # fmt: skip
+    for body, code, detail in cases:
+        r = client.post(JOBS, json={"dataset_id": dataset_id, **body}, headers=headers)
+        assert r.status_code == code, (body, r.text)
+        assert detail in r.json()["detail"], (body, r.text)
+    assert balance(client, headers) == 50
+    assert client.get(JOBS, headers=headers).json() == []
+
+    poor = make_user()
+    poor_dataset = upload(client, poor, csv_of(load_iris))
+    r = client.post(JOBS, json={"dataset_id": poor_dataset, "algorithm": "LogisticRegression"}, headers=poor)
+    assert r.status_code == 402 and r.json()["detail"] == "insufficient balance: need 10, have 0"
+    assert client.get(JOBS, headers=poor).json() == []
+
+
+def test_a_job_that_cannot_train_fails_and_is_refunded_once(
+    client: TestClient, make_user: Callable[..., dict[str, str]], engine: Engine
+) -> None:
+    headers = make_user()
+    top_up(client, headers, 30)
+    one_class = upload(client, headers, b"a,b,target\n" + b"1,2,1\n3,4,1\n5,6,1\n7,8,1\n9,1,1\n2,2,1\n")
+    job = client.post(JOBS, json={"dataset_id": one_class, "algorithm": "LogisticRegression"}, headers=headers).json()
+    assert balance(client, headers) == 20
+    done = wait_job(client, headers, job["id"])
+    assert done["status"] == "failed"
+    assert done["error"] == "the target 'target' needs at least two classes for classification"
+    assert balance(client, headers) == 30
+    assert client.get(f"{JOBS}/{job['id']}/report", headers=headers).status_code == 409
+    verify_ledger(engine)
+
+
+def test_publish_predict_and_the_author_earns(
+    client: TestClient, make_user: Callable[..., dict[str, str]], engine: Engine
+) -> None:
+    author, buyer = make_user(), make_user()
+    top_up(client, author, 20)
+    dataset_id = upload(client, author, csv_of(load_diabetes))
+    job = client.post(JOBS, json={"dataset_id": dataset_id, "algorithm": "Ridge"}, headers=author).json()
+    assert wait_job(client, author, job["id"])["status"] == "succeeded"
+    assert balance(client, author) == 10
+
+    assert client.post(
+        "/api/v1/models",
+        json={"training_job_id": job["id"], "name": "my-diabetes", "price_per_row": 10},
+        headers=buyer,
+    ).status_code == 404  # fmt: skip
+    r = client.post(
+        "/api/v1/models",
+        json={"training_job_id": job["id"], "name": "my-diabetes", "description": "Ridge", "price_per_row": 10},
+        headers=author,
+    )
+    assert r.status_code == 201, r.text
+    model = r.json()
+    assert model["version"] == 1 and model["algorithm"] == "Ridge" and model["task"] == "regression"
+    assert [f["name"] for f in model["input_schema"]] == ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
+    assert model["artifact_md5"] == job_md5(client, author, job["id"])
+    assert "my-diabetes" in [m["name"] for m in client.get("/api/v1/models").json()]
+
+    top_up(client, buyer, 100)
+    row = dict.fromkeys(["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"], 0.01)
+    task = client.post("/api/v1/predictions", json={"model": "my-diabetes", "rows": [row, row]}, headers=buyer).json()
+    deadline = time.monotonic() + 30
+    while client.get(f"/api/v1/predictions/{task['id']}", headers=buyer).json()["status"] != "succeeded":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert balance(client, buyer) == 80
+    assert balance(client, author) == 10 + 14  # 70 % of 20
+    verify_ledger(engine)
+
+    taken = client.post(
+        "/api/v1/models", json={"training_job_id": job["id"], "name": "diabetes-x", "price_per_row": 1}, headers=author
+    )
+    assert taken.status_code == 201
+    r = client.post("/api/v1/models/my-diabetes/unpublish", headers=author)
+    assert r.status_code == 200 and r.json()[0]["status"] == "unlisted"
+    assert "my-diabetes" not in [m["name"] for m in client.get("/api/v1/models").json()]
+    history = client.get(f"/api/v1/predictions/{task['id']}", headers=buyer).json()
+    assert history["status"] == "succeeded" and history["model"] == "my-diabetes"
+    assert client.post("/api/v1/models/diabetes-x/unpublish", headers=buyer).status_code == 404
+
+
+def job_md5(client: TestClient, headers: dict[str, str], job_id: str) -> str:
+    return str(client.get(f"{JOBS}/{job_id}", headers=headers).json()["artifact_md5"])
+
+
+def test_lifecycle_list_soft_delete_restore_retrain_hard_delete(
+    client: TestClient, make_user: Callable[..., dict[str, str]], settings: Any
+) -> None:
+    headers, other = make_user(), make_user()
+    top_up(client, headers, 100)
+    first = upload(client, headers, csv_of(load_iris))
+    second = upload(client, headers, csv_of(load_iris, rows=120))
+    job = client.post(
+        JOBS,
+        json={"dataset_id": first, "algorithm": "RandomForestClassifier", "hyperparameters": {"n_estimators": 10}},
+        headers=headers,
+    ).json()
+    wait_job(client, headers, job["id"])
+
+    for method, path in [("GET", ""), ("GET", "/report"), ("GET", "/report.pdf"), ("GET", "/artifact"),
+                         ("POST", "/retrain"), ("DELETE", ""), ("GET", "/events")]:  # fmt: skip
+        r = client.request(method, f"{JOBS}/{job['id']}{path}", headers=other)
+        assert r.status_code == 404, (method, path)
+        assert r.json() == {"detail": f"training job {job['id']} not found"}
+
+    retrained = client.post(f"{JOBS}/{job['id']}/retrain", json={"dataset_id": second}, headers=headers).json()
+    assert retrained["retrain_of"] == job["id"] and retrained["dataset_id"] == second and retrained["rows"] == 120
+    assert retrained["hyperparameters"]["n_estimators"] == 10
+    assert wait_job(client, headers, retrained["id"])["status"] == "succeeded"
+    listed = client.get(JOBS, headers=headers).json()
+    assert [j["id"] for j in listed] == [retrained["id"], job["id"]]
+    assert all(j["metrics"] and j["duration_seconds"] for j in listed)
+
+    assert client.delete(f"{JOBS}/{job['id']}", headers=headers).status_code == 204
+    assert [j["id"] for j in client.get(JOBS, headers=headers).json()] == [retrained["id"]]
+    assert client.get(f"{JOBS}/{job['id']}", headers=headers).json()["deleted"] is True
+    assert client.post(f"{JOBS}/{job['id']}/restore", headers=headers).json()["deleted"] is False
+    assert len(client.get(JOBS, headers=headers).json()) == 2
+
+    md5 = job_md5(client, headers, job["id"])
+    assert client.delete(f"{JOBS}/{job['id']}", params={"hard": True}, headers=headers).status_code == 204
+    assert client.get(f"{JOBS}/{job['id']}", headers=headers).status_code == 404
+    with pytest.raises(ArtifactMissing):
+        make_store(settings).fetch(ArtifactRef(md5=md5, size=1, path="training/x/model.skops"))

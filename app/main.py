@@ -19,12 +19,13 @@ from app.core.config import Settings, get_settings
 from app.core.db import make_engine
 from app.core.handlers import BodySizeLimitMiddleware, install_error_handlers
 from app.core.metrics import MetricsMiddleware
-from app.queue.base import PREDICT_QUEUE, make_broker
+from app.queue.base import PREDICT_QUEUE, TRAIN_QUEUE, make_broker
 from app.runtime.batching import AdaptiveBatcher
 from app.runtime.cache import ModelCache
 from app.services import predictions
 from app.services.outbox import OutboxRelay
 from app.store import make_store
+from ml_worker.heartbeat import Heartbeat
 from ml_worker.training import TrainingWorker
 from ml_worker.worker import PredictionWorker
 
@@ -57,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             trainer = TrainingWorker(settings, engine, store)
             requeue = settings.embedded_queue
             background.append(asyncio.create_task(trainer.run_in_process(broker, requeue=requeue), name="trainer"))
+            heartbeat = Heartbeat(engine, [PREDICT_QUEUE, TRAIN_QUEUE], [app.state.worker, trainer])
+            background.append(asyncio.create_task(heartbeat.run(), name="heartbeat"))
         try:
             yield
         finally:

@@ -12,10 +12,11 @@ from pydantic import ValidationError
 
 from app.core.config import Settings
 from app.core.db import make_engine
-from app.queue.base import make_broker
+from app.queue.base import PREDICT_QUEUE, TRAIN_QUEUE, make_broker
 from app.runtime.cache import ModelCache
 from app.store import make_store
 from ml_worker.health import WorkerState, start_health_server
+from ml_worker.heartbeat import Heartbeat
 from ml_worker.metrics import HEARTBEAT
 from ml_worker.training import TrainingWorker
 from ml_worker.worker import PredictionWorker
@@ -43,12 +44,15 @@ async def serve(settings: Settings) -> None:
     try:
         await broker.connect()
         await worker.start(broker)
-        await TrainingWorker(settings, engine, store).start(broker)
+        trainer = TrainingWorker(settings, engine, store)
+        await trainer.start(broker)
+        heartbeat = Heartbeat(engine, [PREDICT_QUEUE, TRAIN_QUEUE], [worker, trainer])
         state.consuming = True
         log.info("worker consuming (prefetch %d)", settings.worker_prefetch)
         while not stop.is_set():
             state.tick()
             HEARTBEAT.set_to_current_time()
+            await heartbeat.beat_async()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=HEARTBEAT_SECONDS)
     finally:

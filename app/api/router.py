@@ -11,6 +11,7 @@ from app.api.routes import (
     training_jobs,
     users,
     wallet,
+    workers,
 )
 
 api_router = APIRouter(prefix="/api/v1")
@@ -24,3 +25,4 @@ api_router.include_router(algorithms.router)
 api_router.include_router(training_jobs.router)
 api_router.include_router(publishing.router)
 api_router.include_router(admin.router)
+api_router.include_router(workers.router)

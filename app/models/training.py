@@ -259,3 +259,13 @@ class PublishRequest(SQLModel):
     name: str = Field(min_length=1, max_length=64, regex=r"^[a-z0-9][a-z0-9-]{0,62}$")
     description: str = Field(default="", max_length=2000)
     price_per_row: int = Field(ge=1, le=1_000_000)
+
+
+class WorkerPublic(SQLModel):
+    name: str
+    queues: list[str]
+    current_task: str | None
+    tasks_done: int
+    memory_bytes: int
+    started_at: datetime
+    last_seen: datetime

@@ -1,0 +1,162 @@
+"""The training studio on the real services: PostgreSQL, RabbitMQ, S3 (SeaweedFS) and a `python -m ml_worker` process.
+
+Upload → train on the worker → report → publish → another user predicts → the author earns; the worker's
+heartbeat shows in GET /api/v1/admin/workers.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from pypdf import PdfReader
+from sklearn.datasets import load_wine
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from app.core.config import Settings
+from app.services import ledger
+from tests.conftest import make_settings
+from tests.s3_server import S3Server
+
+REPO = Path(__file__).resolve().parents[2]
+JOBS = "/api/v1/training-jobs"
+
+pytestmark = pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)
+
+
+@pytest.fixture
+def settings(database_url: str, rabbitmq_url: str, s3_server: S3Server, tmp_path: Path) -> Settings:
+    """The API of these tests runs no worker: jobs go through RabbitMQ to a worker process, files through S3."""
+    return make_settings(
+        database_url,
+        tmp_path / "api-data",
+        broker_url=rabbitmq_url,
+        run_worker_in_api=False,
+        s3_endpoint_url=s3_server.endpoint_url,
+        s3_bucket=s3_server.bucket,
+        s3_prefix=f"test-{uuid.uuid4().hex[:8]}",
+        s3_access_key_id=s3_server.access_key,
+        s3_secret_access_key=s3_server.secret_key,
+        retry_base_delay_seconds=0.2,
+        outbox_poll_seconds=0.1,
+    )
+
+
+@pytest.fixture
+def worker(settings: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLMARKET_")}
+    for field, value in settings.model_dump().items():
+        if value is not None:
+            env[f"MLMARKET_{field.upper()}"] = str(value.value if hasattr(value, "value") else value)
+    env.pop("MLMARKET_STORE_DIR", None)
+    env.update(MLMARKET_DATA_DIR=str(tmp_path / "worker"), MLMARKET_WORKER_HEALTH_PORT="0")
+    log = (tmp_path / "worker.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "ml_worker"], env=env, cwd=REPO, stdout=log, stderr=log)
+    yield proc
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def top_up(client: TestClient, headers: dict[str, str], amount: int) -> None:
+    r = client.post(
+        "/api/v1/wallet/top-ups", json={"amount": amount}, headers={**headers, "Idempotency-Key": uuid.uuid4().hex}
+    )
+    assert r.status_code == 201, r.text
+
+
+def balance(client: TestClient, headers: dict[str, str]) -> int:
+    return int(client.get("/api/v1/wallet", headers=headers).json()["balance"])
+
+
+def wait_for(fetch: Callable[[], dict[str, Any]], timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    body = fetch()
+    while body["status"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline, body
+        time.sleep(0.1)
+        body = fetch()
+    return body
+
+
+def test_train_publish_predict_and_the_author_earns_on_real_services(
+    client: TestClient,
+    make_user: Callable[..., dict[str, str]],
+    admin_headers: dict[str, str],
+    worker: subprocess.Popen[bytes],
+    engine: Engine,
+) -> None:
+    author, buyer = make_user(), make_user()
+    top_up(client, author, 15)
+    frame: pd.DataFrame = load_wine(as_frame=True).frame
+    r = client.post("/api/v1/datasets", files={"file": ("wine.csv", frame.to_csv(index=False))}, headers=author)
+    assert r.status_code == 201, r.text
+    dataset = r.json()
+    assert dataset["rows"] == 178 and dataset["task"] == "classification"
+
+    bad = client.post(
+        JOBS,
+        json={"dataset_id": dataset["id"], "algorithm": "RandomForestClassifier", "hyperparameters": {"max_depth": -1}},
+        headers=author,
+    )
+    assert bad.status_code == 422 and "max_depth" in bad.json()["detail"]
+    assert balance(client, author) == 15
+
+    job = client.post(
+        JOBS,
+        json={
+            "dataset_id": dataset["id"],
+            "algorithm": "RandomForestClassifier",
+            "hyperparameters": {"n_estimators": 25, "random_state": 3},
+        },
+        headers=author,
+    ).json()
+    assert balance(client, author) == 5
+    done = wait_for(lambda: client.get(f"{JOBS}/{job['id']}", headers=author).json())
+    assert done["status"] == "succeeded", done
+    report = client.get(f"{JOBS}/{job['id']}/report", headers=author).json()
+    assert report["feature_importance"]["method"] == "native" and report["classes"] == [0, 1, 2]
+    assert len(PdfReader(io.BytesIO(client.get(f"{JOBS}/{job['id']}/report.pdf", headers=author).content)).pages) == 3
+
+    r = client.post(
+        "/api/v1/models",
+        json={"training_job_id": job["id"], "name": "wine-forest", "description": "wine", "price_per_row": 5},
+        headers=author,
+    )
+    assert r.status_code == 201, r.text
+    top_up(client, buyer, 50)
+    rows = frame.drop(columns="target").head(3).to_dict("records")
+    task = client.post("/api/v1/predictions", json={"model": "wine-forest", "rows": rows}, headers=buyer).json()
+    predicted = wait_for(lambda: client.get(f"/api/v1/predictions/{task['id']}", headers=buyer).json())
+    assert predicted["status"] == "succeeded"
+    assert predicted["results"] == frame["target"].head(3).tolist()
+    assert balance(client, buyer) == 35
+    assert balance(client, author) == 5 + 10  # 70 % of 15
+    with Session(engine) as s:
+        assert ledger.verify(s).ok
+
+    def listed() -> list[dict[str, Any]]:
+        return list(client.get("/api/v1/admin/workers", headers=admin_headers).json())
+
+    deadline = time.monotonic() + 30
+    while not (listed() and listed()[0]["tasks_done"] >= 2):
+        assert time.monotonic() < deadline, listed()
+        time.sleep(0.5)
+    (seen,) = listed()
+    assert seen["queues"] == ["tasks.predict", "tasks.train"]
+    assert seen["memory_bytes"] > 10_000_000 and seen["current_task"] is None
+    assert client.get("/api/v1/admin/workers", headers=author).status_code == 403

@@ -22,7 +22,6 @@ from web_ui.utils import session  # noqa: E402
 from web_ui.utils.api import ApiError, SessionExpired  # noqa: E402
 
 st.set_page_config(page_title="mlmarket", page_icon=":material/storefront:", layout="wide")
-st.set_option("client.toolbarMode", "minimal")  # no developer menu for the people using mlmarket
 
 SIGN_IN = st.Page("app_pages/sign_in.py", title="Sign in", icon=":material/login:", default=True)
 MARKETPLACE = st.Page("app_pages/marketplace.py", title="Marketplace", icon=":material/storefront:", default=True)
@@ -35,7 +34,8 @@ ADMIN = st.Page("app_pages/admin.py", title="Admin", icon=":material/admin_panel
 
 def sidebar(user: dict[str, str]) -> None:
     with st.sidebar:
-        st.markdown(f"**{user.get('full_name') or user.get('email')}**")
+        if user.get("full_name"):
+            st.markdown(f"**{user['full_name']}**")
         role = "administrator" if user.get("role") == "admin" else "client"
         st.caption(f"{user.get('email')} · {role}")
         try:

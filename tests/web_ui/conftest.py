@@ -52,10 +52,9 @@ class LiveApi:
         assert r.status_code == 200, r.text
         return str(r.json()["access_token"])
 
-    def call(self, method: str, path: str, token: str, **kwargs: Any) -> Any:
-        r = httpx.request(
-            method, f"{self.url}/api/v1{path}", headers={"Authorization": f"Bearer {token}"}, timeout=30, **kwargs
-        )
+    def call(self, method: str, path: str, token: str, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {token}", **(headers or {})}
+        r = httpx.request(method, f"{self.url}/api/v1{path}", headers=headers, timeout=30, **kwargs)
         assert r.status_code < 400, r.text
         return r.json()
 
@@ -161,3 +160,11 @@ def texts(at: AppTest) -> str:
 
 def no_exceptions(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Names the folder of the browser screenshots, so a person can look at every page."""
+    from tests.web_ui.test_browser import SCREENSHOTS
+
+    if SCREENSHOTS.is_dir() and any(SCREENSHOTS.glob("*.png")):
+        terminalreporter.write_line(f"web UI screenshots: {SCREENSHOTS}")

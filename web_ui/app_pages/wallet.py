@@ -79,7 +79,7 @@ with right:
     else:
         points = timeline(history, int(wallet["balance"]))
         base = alt.Chart(points).encode(
-            x=alt.X("time:T", title=None),
+            x=alt.X("time:T", title=None, axis=alt.Axis(format="%b %d %H:%M", tickCount=5)),
             y=alt.Y("balance:Q", title="credits", scale=alt.Scale(zero=True)),
         )
         chart = base.mark_area(interpolate="step-after", opacity=0.25) + base.mark_line(

@@ -1,0 +1,44 @@
+"""The admin page: users with balances, crediting a user, the ledger check, workers. Only for admins."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.web_ui.conftest import LiveApi, Person, no_exceptions, texts
+
+
+def test_clients_get_no_admin_page(app_as: Callable[..., AppTest], make_person: Callable[..., Person]) -> None:
+    at = app_as(make_person())
+    with pytest.raises(ValueError, match="Could not find a navigation page"):
+        at.switch_page("app_pages/admin.py")
+
+
+def test_admin_sees_users_and_credits_one(
+    app_as: Callable[..., AppTest], admin: Person, make_person: Callable[..., Person], live_api: LiveApi
+) -> None:
+    person = make_person(credits=5)
+    at = app_as(admin, "app_pages/admin.py")
+    no_exceptions(at)
+    users = at.dataframe[0].value
+    row = users[users["email"] == person.email].iloc[0]
+    assert (row["role"], row["balance"]) == ("client", 5)
+
+    at.selectbox(key="credit_user").select(person.user["id"])
+    at.number_input(key="credit_amount").set_value(75)
+    at.text_input(key="credit_memo").input("welcome gift")
+    next(b for b in at.button if b.label == "Credit").click()
+    at.run()
+    no_exceptions(at)
+    assert [s.value for s in at.success] == [f"Credited 75 credits to {person.email}. Their balance is now 80 credits."]
+    entries = live_api.call("GET", "/wallet/ledger", person.token)
+    assert (entries[0]["kind"], entries[0]["amount"], entries[0]["memo"]) == ("admin_credit", 75, "welcome gift")
+
+
+def test_admin_sees_the_ledger_verified(app_as: Callable[..., AppTest], admin: Person) -> None:
+    at = app_as(admin, "app_pages/admin.py")
+    no_exceptions(at)
+    assert any(s.value.startswith("The ledger balances:") for s in at.success)
+    assert "Credits minted" in texts(at)

@@ -1,0 +1,87 @@
+"""The predict page: a form from the input schema, CSV batches, the cost before paying, live status, results."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from streamlit.testing.v1 import AppTest
+
+from tests.web_ui.conftest import LiveApi, Person, no_exceptions, texts
+
+IRIS = "iris-logistic"
+HEADER = "sepal_length_cm,sepal_width_cm,petal_length_cm,petal_width_cm"
+
+
+def open_predict(app_as: Callable[..., AppTest], person: Person, model: str = IRIS) -> AppTest:
+    at = app_as(person, "app_pages/predict.py")
+    at.selectbox[0].select(model).run()
+    return at
+
+
+def test_one_row_from_the_generated_form_is_paid_and_predicted(
+    app_as: Callable[..., AppTest], make_person: Callable[..., Person], live_api: LiveApi
+) -> None:
+    person = make_person(credits=10)
+    at = open_predict(app_as, person)
+    no_exceptions(at)
+    assert "**Cost: 1 credit \N{MULTIPLICATION SIGN} 1 row = 1 credit**" in texts(at)
+    for feature, value in zip(HEADER.split(","), (5.1, 3.5, 1.4, 0.2), strict=True):
+        at.number_input(key=f"feature-{IRIS}-{feature}").set_value(value)
+    next(b for b in at.button if b.label == "Pay 1 credit and predict").click()
+    at.run()
+    no_exceptions(at)
+    assert next(m.value for m in at.metric if m.label == "Prediction") == "setosa"
+    assert next(m.value for m in at.metric if m.label == "Cost") == "1 credit"
+    assert "succeeded" in texts(at)
+    assert at.dataframe[0].value["prediction"].tolist() == ["setosa"]
+    assert [b.label for b in at.get("download_button")][-1] == "Download the results (CSV)"
+    assert "Your balance: 9 credits" in texts(at)
+    assert live_api.call("GET", "/wallet", person.token)["balance"] == 9
+
+
+def test_a_csv_batch_shows_the_cost_first_and_the_rejected_rows_with_reasons(
+    app_as: Callable[..., AppTest], make_person: Callable[..., Person], live_api: LiveApi
+) -> None:
+    person = make_person(credits=10)
+    at = open_predict(app_as, person)
+    csv = f"{HEADER}\n5.1,3.5,1.4,0.2\nabc,3.0,1.0,0.2\n6.7,3.0,5.2,2.3\n".encode()
+    at.file_uploader(key=f"csv-{IRIS}").upload("flowers.csv", csv, "text/csv")
+    at.run()
+    assert "**Cost: 1 credit \N{MULTIPLICATION SIGN} 3 row(s) = 3 credits**" in texts(at)
+    at.button(key=f"send-{IRIS}").click().run()
+    no_exceptions(at)
+    assert next(m.value for m in at.metric if m.label == "Cost") == "2 credits"
+    assert next(m.value for m in at.metric if m.label == "Rows rejected") == "1"
+    assert "1 row(s) were rejected and not charged:" in [w.value for w in at.warning]
+    rejected, results = at.dataframe[-2].value, at.dataframe[-1].value
+    assert rejected["row"].tolist() == [2]
+    assert "must be a finite number" in rejected["reason"][0]
+    assert results["row"].tolist() == [1, 3]
+    assert results["prediction"].tolist() == ["setosa", "virginica"]
+    assert live_api.call("GET", "/wallet", person.token)["balance"] == 8
+
+
+def test_a_bad_csv_shows_the_apis_validation_message_and_costs_nothing(
+    app_as: Callable[..., AppTest], make_person: Callable[..., Person], live_api: LiveApi
+) -> None:
+    person = make_person(credits=10)
+    at = open_predict(app_as, person)
+    at.file_uploader(key=f"csv-{IRIS}").upload("bad.csv", b"colour,size\nred,3\n", "text/csv")
+    at.run()
+    at.button(key=f"send-{IRIS}").click().run()
+    no_exceptions(at)
+    assert len(at.error) == 1
+    assert "the CSV header lacks feature column(s) 'sepal_length_cm'" in at.error[0].value
+    assert live_api.call("GET", "/wallet", person.token)["balance"] == 10
+    assert live_api.call("GET", "/predictions", person.token) == []
+
+
+def test_a_short_balance_says_how_much_is_missing(
+    app_as: Callable[..., AppTest], make_person: Callable[..., Person]
+) -> None:
+    at = open_predict(app_as, make_person(credits=0))
+    next(b for b in at.button if b.label == "Pay 1 credit and predict").click()
+    at.run()
+    no_exceptions(at)
+    assert [e.value for e in at.error] == ["insufficient balance: need 1, have 0"]
+    assert "Your prediction" not in texts(at)

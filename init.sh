@@ -27,6 +27,7 @@ log "seeding the demo (users, credits, models)"
 worker_pids=()
 cleanup() {
   for pid in "${worker_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  if [ -n "${ui_pid:-}" ]; then kill "$ui_pid" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
 
@@ -40,6 +41,13 @@ if [ -n "${MLMARKET_BROKER_URL:-}" ]; then
 fi
 
 base="http://${MLMARKET_HOST}:${MLMARKET_PORT}"
+ui_port="${MLMARKET_UI_PORT:-8501}"
+mkdir -p "${MLMARKET_DATA_DIR:-data}"
+MLMARKET_API_URL="${MLMARKET_API_URL:-$base}" .venv/bin/streamlit run web_ui/streamlit_app.py \
+  --server.port "$ui_port" --server.address 127.0.0.1 --server.headless true \
+  --browser.gatherUsageStats false >"${MLMARKET_DATA_DIR:-data}/web_ui.log" 2>&1 &
+ui_pid=$!
+
 cat <<MSG
 
 mlmarket API:        ${base}
@@ -47,6 +55,7 @@ OpenAPI docs:        ${base}/docs
 Model catalog:       ${base}/api/v1/models
 Health:              ${base}/api/health/ready
 Metrics:             ${base}/metrics
+Web UI: http://127.0.0.1:${ui_port}
 
 MSG
 .venv/bin/mlmarket serve

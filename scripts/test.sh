@@ -27,6 +27,7 @@ ensure_venv "[dev]"
 
 ensure_services
 bash scripts/install_tools.sh  # helm for tests/helm, into .tools/
+bash scripts/install_browser.sh  # Debian's chromium for the browser tests of tests/web_ui
 
 log "ruff"
 .venv/bin/ruff check .

@@ -72,6 +72,10 @@ def _checked_request(
     if request.shards > 1 and spec.merge is None:
         mergeable = ", ".join(a.name for a in ALGORITHMS.values() if a.merge)
         raise Unprocessable(f"{spec.name} cannot be trained in shards: its shards cannot be merged; use {mergeable}")
+    if request.shards > 1:
+        # The shard tables exist, the fan-out to several workers and the merge do not yet: refuse rather than
+        # quietly train in one piece.
+        raise Unprocessable("sharded training is not available yet; send shards: 1")
     return dataset, version, target, hyperparameters, spec.task
 
 

@@ -9,15 +9,17 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
-from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from app import __version__
 from app.api.deps import CurrentUser, get_engine
-from app.core.errors import BadRequest, PayloadTooLarge
+from app.core.errors import AppError, BadRequest, PayloadTooLarge
 from app.models.catalog import MODEL_NAME_PATTERN, ModelVersion
+from app.models.task import Task
 from app.runtime import oip
+from app.runtime.batching import Coalescer
+from app.runtime.model import ModelRuntime
 from app.runtime.schema import validate_rows
 from app.services import catalog, inference
 
@@ -101,10 +103,49 @@ async def infer_version(name: ModelName, version: Version, request: Request, use
     return await _infer(request, user.id or 0, name, version)
 
 
+class _InferDatabase:
+    """The database work of the infer path, coalesced: what concurrent requests need from the database (the
+    model, the balance check, the bill) is done for all of them in one short transaction per step, instead of
+    one per request. On SQLite, where every transaction takes the write lock, this keeps requests from queueing
+    for the lock (and sleeping in its busy handler); the bills share one commit, each in a savepoint of its own.
+    """
+
+    def __init__(self, engine: Engine, author_share_percent: int) -> None:
+        def resolve(keys: list[tuple[str, int | None]]) -> list[ModelVersion | BaseException]:
+            out: list[ModelVersion | BaseException] = []
+            with Session(engine, expire_on_commit=False) as session:
+                for name, version in keys:
+                    try:
+                        out.append(catalog.resolve(session, name, version))
+                    except AppError as exc:
+                        out.append(exc)
+            return out
+
+        def funds(checks: list[tuple[int, ModelVersion, int]]) -> list[int | BaseException]:
+            with Session(engine) as session:
+                return list(inference.ensure_funds_many(session, checks))
+
+        def bill(items: list[inference.PaidInference]) -> list[Task | BaseException]:
+            with Session(engine, expire_on_commit=False) as session:
+                return list(inference.record_paid_inferences(session, items, author_share_percent=author_share_percent))
+
+        self.resolve: Coalescer[tuple[str, int | None], ModelVersion] = Coalescer(resolve)
+        self.funds: Coalescer[tuple[int, ModelVersion, int], int] = Coalescer(funds)
+        self.bill: Coalescer[inference.PaidInference, Task] = Coalescer(bill)
+
+
+def _database(state: Any) -> _InferDatabase:
+    db: _InferDatabase | None = getattr(state, "infer_database", None)
+    if db is None:
+        db = state.infer_database = _InferDatabase(state.engine, state.settings.author_share_percent)
+    return db
+
+
 async def _infer(request: Request, user_id: int, name: str, version: int | None) -> dict[str, Any]:
     state = request.app.state
     settings = state.settings
-    model, _ = await run_in_threadpool(_resolve, state.engine, name, version)
+    db = _database(state)
+    model = await db.resolve.submit((name, version))
     header = request.headers.get("inference-header-content-length")
     if header is not None and not header.strip().isdigit():
         raise BadRequest("Inference-Header-Content-Length must be a whole number of bytes")
@@ -119,32 +160,14 @@ async def _infer(request: Request, user_id: int, name: str, version: int | None)
     if not accepted:
         raise BadRequest("the request has no rows")
 
-    def check_funds() -> int:
-        with Session(state.engine) as session:
-            return inference.ensure_funds(session, user_id=user_id, model=model, rows=len(accepted))
-
-    await run_in_threadpool(check_funds)
-    runtime = await asyncio.to_thread(state.model_cache.get, catalog.artifact_ref(model))
+    await db.funds.submit((user_id, model, len(accepted)))  # refused before any model runs
+    runtime: ModelRuntime = await asyncio.to_thread(state.model_cache.get, catalog.artifact_ref(model))
     results = await state.batcher.predict(model.artifact_md5, runtime, accepted)
-
-    def bill() -> str:
-        with Session(state.engine) as session:
-            task = inference.record_paid_inference(
-                session,
-                user_id=user_id,
-                model=model,
-                rows=accepted,
-                results=list(results),
-                author_share_percent=settings.author_share_percent,
-                request_id=parsed.id,
-            )
-            return task.id
-
-    task_id = await run_in_threadpool(bill)
+    task = await db.bill.submit(inference.PaidInference(user_id, model, accepted, list(results), parsed.id))
     return {
         "model_name": model.name,
         "model_version": str(model.version),
-        "id": parsed.id if parsed.id is not None else task_id,
-        "parameters": {"task_id": task_id, "cost": model.price_per_row * len(accepted)},
+        "id": parsed.id if parsed.id is not None else task.id,
+        "parameters": {"task_id": task.id, "cost": model.price_per_row * len(accepted)},
         "outputs": [oip.output_tensor(list(results))],
     }

@@ -26,17 +26,22 @@ from pathlib import Path
 from typing import Any
 
 from app.core.config import Settings
-from bench import baseline, measure, services
+from bench import baseline, coldload, infer, measure, services
 from bench.server import ApiServer, WorkerProcess
 from bench.workload import Workload, make_workload, prepare_database
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BATCH_GOAL = 0.8
+TASKS_GOAL = 0.5
 DEFAULT_ROWS = 10_000
 DEFAULT_TASKS = 300
 SMOKE_ROWS = 200
 SMOKE_TASKS = 20
-MIB = 1024
+DEFAULT_INFER_SECONDS = 5.0
+SMOKE_INFER_SECONDS = 0.5
+COLD_LOAD_REPEATS = 3
+API_RSS_GOAL_MB = 200
+WORKER_RSS_GOAL_MB = 300
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,11 +52,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients for the tasks (default 4)")
     parser.add_argument("--repeats", type=int, default=None, help="batches timed (default 5, 1 with --smoke)")
     parser.add_argument("--no-services", action="store_true", help="skip PostgreSQL + RabbitMQ")
+    parser.add_argument("--infer-seconds", type=float, default=None, help="seconds per infer level (default 5)")
+    parser.add_argument("--no-mlserver", action="store_true", help="measure mlmarket's infer alone")
+    parser.add_argument("--no-cold-load", action="store_true", help="skip the cold load from S3 (SeaweedFS)")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "latest.json", help="where to write the JSON")
     args = parser.parse_args(argv)
     args.rows = args.rows or (SMOKE_ROWS if args.smoke else DEFAULT_ROWS)
     args.tasks = args.tasks or (SMOKE_TASKS if args.smoke else DEFAULT_TASKS)
     args.repeats = args.repeats or (1 if args.smoke else 5)
+    args.infer_seconds = args.infer_seconds or (SMOKE_INFER_SECONDS if args.smoke else DEFAULT_INFER_SECONDS)
     for name in ("rows", "tasks", "clients", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
@@ -81,7 +90,7 @@ def settings_from(env: dict[str, str]) -> Settings:
 
 
 def prepare(env: dict[str, str], workload: Workload) -> None:
-    prepare_database(settings_from(env), workload.result)
+    prepare_database(settings_from(env), workload.result, workload.extra_models)
 
 
 def run_embedded(args: argparse.Namespace, workload: Workload, body_bytes: int, tmp: Path) -> dict[str, Any]:
@@ -92,8 +101,23 @@ def run_embedded(args: argparse.Namespace, workload: Workload, body_bytes: int, 
         out["rss_kib_at_start"] = api.rss_kib()
         out["batch"] = asyncio.run(measure.batch_through_api(api.base_url, workload, args.repeats))
         out["tasks"] = asyncio.run(measure.tasks_through_api(api.base_url, workload, args.tasks, args.clients))
+        out["five_models"] = asyncio.run(measure.one_task_per_model(api.base_url, workload))
         api.check_alive()
         out["rss_kib"] = api.rss_kib()
+        try:
+            out["infer"] = infer.compare(
+                api.base_url,
+                workload,
+                tmp,
+                seconds=args.infer_seconds,
+                smoke=args.smoke,
+                mlserver_reason="--no-mlserver" if args.no_mlserver else None,
+            )
+        except Exception as exc:
+            traceback.print_exc()
+            out["infer_error"] = f"{type(exc).__name__}: {exc}"
+        api.check_alive()
+        out["rss_kib_after_infer"] = api.rss_kib()
     out["baseline"] = asyncio.run(
         baseline.embedded_baseline(tmp / "baseline.db", args.tasks, args.clients, workload.rows)
     )
@@ -112,6 +136,7 @@ def run_services(args: argparse.Namespace, workload: Workload, body_bytes: int, 
         ):
             worker.wait_consuming()
             out["tasks"] = asyncio.run(measure.tasks_through_api(api.base_url, workload, args.tasks, args.clients))
+            out["five_models"] = asyncio.run(measure.one_task_per_model(api.base_url, workload))
             api.check_alive()
             worker.check_alive()
             out["rss_kib"] = api.rss_kib()
@@ -130,8 +155,47 @@ def _ratio(value: float) -> str:
     return f"{value:.2f}x" if value >= 0.1 else f"{value:.3f}x"
 
 
-def _mib(kib: int | None) -> str:
-    return "n/a" if kib is None else f"{kib / MIB:,.0f} MiB"
+def _mb(kib: int | None) -> str:
+    return "n/a" if kib is None else f"{kib * 1024 / 1e6:,.0f} MB"
+
+
+def infer_rows(emb: dict[str, Any]) -> list[tuple[str, str, str]]:
+    part = emb.get("infer")
+    if not part:
+        return []
+    rows: list[tuple[str, str, str]] = []
+    mlserver_runs = part.get("mlserver") or [None] * len(part["mlmarket"])
+    for mine, theirs in zip(part["mlmarket"], mlserver_runs, strict=True):
+        c = mine["concurrency"]
+        rows.append(
+            (
+                f"single-row infer via mlmarket OIP, concurrency {c} (req/s; p50 {mine['latency_p50_ms']:.1f} ms, "
+                f"p99 {mine['latency_p99_ms']:.1f} ms)",
+                _num(mine["requests_per_second"]),
+                "",
+            )
+        )
+        if theirs is None:
+            continue
+        rows.append(
+            (
+                f"same via MLServer, concurrency {c} (req/s; p50 {theirs['latency_p50_ms']:.1f} ms, "
+                f"p99 {theirs['latency_p99_ms']:.1f} ms)",
+                _num(theirs["requests_per_second"]),
+                "",
+            )
+        )
+        rows.append(
+            (
+                f"infer ratio at concurrency {c} (mlmarket / MLServer req/s; p99 mlmarket / MLServer)",
+                f"{_ratio(mine['requests_per_second'] / theirs['requests_per_second'])} "
+                f"(p99 {_ratio(mine['latency_p99_ms'] / theirs['latency_p99_ms'])})",
+                "≥ 1.0x (p99 ≤ 1.0x)",
+            )
+        )
+    if "mlserver_skipped" in part:
+        rows.append(("MLServer", "skipped", part["mlserver_skipped"]))
+    return rows
 
 
 def table(result: dict[str, Any]) -> str:
@@ -165,14 +229,40 @@ def table(result: dict[str, Any]) -> str:
                 "",
             ),
             (f"bare loop: {bare_label} (tasks/s)", _num(base["tasks_per_second"]), ""),
-            (f"tasks ratio, {key} (mlmarket / bare)", _ratio(part["tasks_ratio"]), "reported"),
+            (
+                f"tasks ratio, {key} (mlmarket / bare)",
+                _ratio(part["tasks_ratio"]),
+                f"≥ {TASKS_GOAL}x" if key == "services" else "reported",
+            ),
         ]
-    if "rss_kib" in emb:
-        rows.append(("API server RSS after the run, embedded (API + in-process worker)", _mib(emb["rss_kib"]), ""))
+    rows += infer_rows(emb)
     svc = result.get("services") or {}
+    if "rss_kib" in emb:
+        rows.append(("API server RSS, embedded (API + in-process worker holding 5 models)", _mb(emb["rss_kib"]), ""))
     if "rss_kib" in svc:
-        rows.append(("API server RSS after the run, services", _mib(svc["rss_kib"]), ""))
-        rows.append(("ml_worker RSS after the run, services", _mib(svc.get("worker_rss_kib")), ""))
+        rows.append(("API server RSS, services (after the tasks)", _mb(svc["rss_kib"]), f"≤ {API_RSS_GOAL_MB} MB"))
+        rows.append(
+            ("ml_worker RSS holding 5 models, services", _mb(svc.get("worker_rss_kib")), f"≤ {WORKER_RSS_GOAL_MB} MB")
+        )
+    cold = result.get("cold_load")
+    if cold:
+        rows += [
+            (
+                f"cold load from S3 (SeaweedFS), empty cache: store.fetch + ModelRuntime.load (ms; "
+                f"fetch {cold['median_fetch_seconds'] * 1000:.0f}, load {cold['median_load_seconds'] * 1000:.0f})",
+                f"{cold['median_seconds'] * 1000:,.0f}",
+                "",
+            ),
+            (
+                "bare: boto3 download + `joblib.load` of the same estimator (ms)",
+                f"{cold['bare_median_seconds'] * 1000:,.0f}",
+                "",
+            ),
+            ("cold load ratio (bare time / mlmarket time)", _ratio(cold["ratio"]), "reported"),
+        ]
+    for key in ("cold_load_skipped", "cold_load_error", "infer_error"):
+        if key in result:
+            rows.append((key.replace("_", " "), "n/a", str(result[key])[:200]))
     if "services_skipped" in result:
         rows.append(("real services", "skipped", result["services_skipped"]))
     lines = ["| figure | measured | goal |", "|---|---:|---|"]
@@ -221,6 +311,18 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
                 traceback.print_exc()
                 result["services_error"] = f"{type(exc).__name__}: {exc}"
                 status = 1
+        if args.no_cold_load:
+            result["cold_load_skipped"] = "--no-cold-load"
+        else:
+            try:
+                result["cold_load"] = coldload.measure(workload, tmp, 1 if args.smoke else COLD_LOAD_REPEATS)
+            except Exception as exc:
+                traceback.print_exc()
+                result["cold_load_error"] = f"{type(exc).__name__}: {exc}"
+                status = 1
+    if "infer_error" in result.get("embedded", {}):
+        result["infer_error"] = result["embedded"]["infer_error"]
+        status = 1
     result["total_seconds"] = time.perf_counter() - started
     result["machine"]["load_average_at_end"] = os.getloadavg()
     return result, status
@@ -238,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))
     print(f"\n{result['machine']['cpus']} CPUs, {result['total_seconds']:.0f} s in all; details in {args.output}")
-    for key in ("embedded_error", "services_error"):
+    for key in ("embedded_error", "services_error", "infer_error", "cold_load_error"):
         if key in result:
             print(f"{key.replace('_', ' ')}: {result[key]}", file=sys.stderr)
     return status

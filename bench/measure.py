@@ -143,3 +143,17 @@ def summarise_tasks(tasks: int, clients: int, elapsed: float, latencies: list[fl
         "latency_p50_ms": percentile(latencies, 50) * 1000,
         "latency_p95_ms": percentile(latencies, 95) * 1000,
     }
+
+
+async def one_task_per_model(base_url: str, workload: Workload) -> dict[str, Any]:
+    """One paid single-row task on each of the benchmark's models, so that the worker holds them all loaded."""
+    models = [(MODEL_NAME, workload.rows[0])] + [(m.name, m.row) for m in workload.extra_models]
+    async with http_client(base_url) as client:
+        user = await User.register(client, credits=PRICE_PER_ROW * len(models))
+        started = time.perf_counter()
+        for name, row in models:
+            r = await client.post("/api/v1/predictions", json={"model": name, "rows": [row]}, headers=user.headers)
+            if r.status_code != 202:
+                raise BenchError(f"predict with {name}: HTTP {r.status_code}: {r.text[:300]}")
+            await user.wait(str(r.json()["id"]))
+    return {"models": [name for name, _ in models], "seconds": time.perf_counter() - started}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,9 +25,21 @@ SEED = 20240601
 
 
 @dataclass
+class ExtraModel:
+    """One more catalog model (a demo model), for the memory figure: five models loaded in one worker."""
+
+    name: str
+    result: TrainResult
+    task: ModelTask
+    algorithm: str
+    row: dict[str, Any]
+
+
+@dataclass
 class Workload:
     result: TrainResult
     rows: list[dict[str, Any]]
+    extra_models: list[ExtraModel] = field(default_factory=list)
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -58,12 +71,24 @@ def make_rows(result: TrainResult, count: int) -> list[dict[str, Any]]:
     return [dict(zip(names, (round(float(v), 6) for v in row), strict=True)) for row in noisy]
 
 
+def extra_models() -> list[ExtraModel]:
+    """The four demo models, renamed ``bench-extra-<name>``, each with one row of its own data to predict."""
+    out = []
+    for spec in demo_models():
+        frame, _ = spec.dataset()
+        result = spec.train()
+        row = {f.name: frame[f.name].iloc[0] for f in result.features}
+        row = {k: v.item() if hasattr(v, "item") else v for k, v in row.items()}
+        out.append(ExtraModel(f"bench-extra-{spec.name}", result, ModelTask(spec.task), spec.algorithm, row))
+    return out
+
+
 def make_workload(rows: int) -> Workload:
     result = train_model()
-    return Workload(result=result, rows=make_rows(result, rows))
+    return Workload(result=result, rows=make_rows(result, rows), extra_models=extra_models())
 
 
-def prepare_database(settings: Settings, result: TrainResult) -> None:
+def prepare_database(settings: Settings, result: TrainResult, extra_models: Sequence[ExtraModel] = ()) -> None:
     """Migrates the database of ``settings`` and publishes the benchmark model into its catalog and store."""
     migrations.upgrade(settings)
     engine = make_engine(settings)
@@ -80,5 +105,17 @@ def prepare_database(settings: Settings, result: TrainResult) -> None:
                 owner_id=None,
                 description=f"Benchmark: random forest with {N_ESTIMATORS} trees on the diabetes data.",
             )
+            for extra in extra_models:
+                publish_trained(
+                    session,
+                    make_store(settings),
+                    name=extra.name,
+                    result=extra.result,
+                    task=extra.task,
+                    algorithm=extra.algorithm,
+                    price_per_row=PRICE_PER_ROW,
+                    owner_id=None,
+                    description="Benchmark: a demo model, for the memory of a worker holding several models.",
+                )
     finally:
         engine.dispose()

@@ -26,4 +26,9 @@ def test_bench_smoke_runs_and_prints_the_table(tmp_path: Path) -> None:
     assert ratio[0].split("|")[2].strip().endswith("x"), ratio[0]
     assert any(line.startswith("| tasks ratio, embedded") for line in lines), done.stdout
     assert any(line.startswith("| API server RSS") for line in lines), done.stdout
+    for level in (1, 16, 64):
+        assert any(line.startswith(f"| single-row infer via mlmarket OIP, concurrency {level} ") for line in lines)
+    # MLServer runs when its virtualenv exists (bench/setup_mlserver.sh); smoke mode never installs it.
+    assert any(line.startswith(("| infer ratio at concurrency 1 ", "| MLServer | skipped |")) for line in lines)
+    assert any(line.startswith(("| cold load ratio", "| cold load error")) for line in lines), done.stdout
     assert output.exists()

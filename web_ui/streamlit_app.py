@@ -29,6 +29,7 @@ PREDICT = st.Page("app_pages/predict.py", title="Predict", icon=":material/onlin
 HISTORY = st.Page("app_pages/history.py", title="History", icon=":material/history:")
 WALLET = st.Page("app_pages/wallet.py", title="Wallet", icon=":material/account_balance_wallet:")
 SIGN_OUT = st.Page("app_pages/sign_out.py", title="Sign out", icon=":material/logout:")
+STUDIO = st.Page("app_pages/studio.py", title="Training studio", icon=":material/model_training:")
 ADMIN = st.Page("app_pages/admin.py", title="Admin", icon=":material/admin_panel_settings:")
 
 
@@ -54,6 +55,7 @@ if user is None:
 else:
     sections = {
         "Marketplace": [MARKETPLACE, PREDICT, HISTORY],
+        "Authors": [STUDIO],
         "Account": [WALLET, SIGN_OUT],
     }
     if user.get("role") == "admin":

@@ -119,13 +119,19 @@ def settled(page: Any) -> None:
 
 
 def screenshot(page: Any, name: str) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     settled(page)
     # Charts and tables draw on canvases after the page has settled.
     for selector in ('[data-testid="stVegaLiteChart"]', '[data-testid="stDataFrame"]'):
         drawn = page.locator(selector)
         for index in range(drawn.count()):
-            if drawn.nth(index).is_visible():  # those in another tab are never drawn
-                drawn.nth(index).locator("canvas").first.wait_for()
+            box = drawn.nth(index).bounding_box() if drawn.nth(index).is_visible() else None
+            if box and box["y"] < page.viewport_size["height"]:  # charts out of sight or in another tab wait
+                try:
+                    drawn.nth(index).locator("canvas").first.wait_for(timeout=10_000)
+                except PlaywrightTimeout:
+                    print(f"{name}: a {selector} was not drawn within 10 s")
     page.wait_for_timeout(500)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
@@ -230,6 +236,25 @@ def test_admin_pages_show_users_and_the_ledger(page: Any, live_api: LiveApi) -> 
     page.get_by_role("tab", name="Ledger").click()
     page.get_by_text("The ledger balances").wait_for()
     screenshot(page, "10-admin-ledger")
+
+
+def test_studio_trains_a_model_and_shows_its_report(page: Any, live_api: LiveApi) -> None:
+    from tests.web_ui.test_studio import flowers_csv
+
+    sign_in(page, *_client_with_credits(live_api, 50))
+    open_page(page, "Training studio")
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+        {"name": "flowers.csv", "mimeType": "text/csv", "buffer": flowers_csv()}
+    )
+    page.get_by_label("Column to predict").fill("kind")
+    page.get_by_role("button", name="Upload", exact=True).click()
+    page.get_by_text("60 rows, 3 columns").wait_for()
+    screenshot(page, "11-studio-datasets")
+    page.get_by_role("tab", name="Train", exact=True).click()
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_role("button", name="Download the report (PDF)").wait_for(timeout=60_000)
+    page.get_by_text("Confusion matrix").or_(page.get_by_text("Publish this model")).first.wait_for()
+    screenshot(page, "12-studio-report")
 
 
 def _client_with_credits(live_api: LiveApi, amount: int) -> tuple[str, str]:

@@ -106,17 +106,30 @@ with ledger_tab:
         st.rerun()
 
 with workers_tab:
-    workers = client.optional("/admin/workers")
-    if workers is None:
-        st.info("This mlmarket API does not report its workers yet.", icon=":material/info:")
+    workers = session.call(client.workers)
+    if not workers:
+        st.info("No worker has reported in yet.", icon=":material/info:")
     else:
-        items = workers.get("workers", workers) if isinstance(workers, dict) else workers
-        if isinstance(workers, dict):
-            depths = {k: v for k, v in workers.items() if k != "workers" and isinstance(v, int | float | dict)}
-            if depths:
-                st.markdown("**Queue**")
-                st.json(depths, expanded=True)
-        if items:
-            st.dataframe(pd.DataFrame(items), hide_index=True, width="stretch")
-        else:
-            st.caption("No worker has reported in.")
+        busy = sum(1 for w in workers if w.get("current_task"))
+        counts = st.columns(3)
+        counts[0].metric("Workers", len(workers), border=True)
+        counts[1].metric("Busy now", busy, border=True)
+        counts[2].metric("Tasks done", f"{sum(int(w.get('tasks_done') or 0) for w in workers):,}", border=True)
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "worker": w.get("name"),
+                        "queues": ", ".join(w.get("queues") or []),
+                        "current task": w.get("current_task") or "",
+                        "tasks done": w.get("tasks_done"),
+                        "memory (MiB)": round(int(w.get("memory_bytes") or 0) / 2**20, 1),
+                        "last seen": fmt.parse_time(w.get("last_seen")),
+                    }
+                    for w in workers
+                ]
+            ),
+            hide_index=True,
+            width="stretch",
+            column_config={"last seen": st.column_config.DatetimeColumn("last seen", format="YYYY-MM-DD HH:mm:ss")},
+        )

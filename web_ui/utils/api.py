@@ -203,6 +203,40 @@ class ApiClient:
         except ValueError as exc:
             raise ApiError(0, "the API sent a status update that could not be read") from exc
 
+    # -- training studio ----------------------------------------------------------------------------
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/datasets"))
+
+    def upload_dataset(self, filename: str, data: bytes, target: str | None = None, name: str | None = None) -> Any:
+        form = {k: v for k, v in (("target", target), ("name", name)) if v}
+        return dict(self._json("POST", "/datasets", data=form, files={"file": (filename, data, "text/csv")}))
+
+    def algorithms(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/algorithms"))
+
+    def start_training(self, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._json("POST", "/training-jobs", json=body))
+
+    def training_jobs(self, limit: int = 100) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/training-jobs", params={"limit": limit}))
+
+    def training_job(self, job_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/training-jobs/{job_id}"))
+
+    def training_report(self, job_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/training-jobs/{job_id}/report"))
+
+    def training_report_pdf(self, job_id: str) -> bytes:
+        return self.request("GET", f"/training-jobs/{job_id}/report.pdf").content
+
+    def publish(self, job_id: str, name: str, price_per_row: int, description: str = "") -> dict[str, Any]:
+        body = {"training_job_id": job_id, "name": name, "price_per_row": price_per_row, "description": description}
+        return dict(self._json("POST", "/models", json=body))
+
+    def workers(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/admin/workers"))
+
     # -- admin ------------------------------------------------------------------------------------
 
     def admin_users(self, limit: int = 500, offset: int = 0) -> list[dict[str, Any]]:
@@ -219,12 +253,3 @@ class ApiClient:
 
     def verify_ledger(self) -> dict[str, Any]:
         return dict(self._json("GET", "/admin/ledger/verify"))
-
-    def optional(self, path: str, **params: Any) -> Any | None:
-        """GET an endpoint this API may not have yet: None when it answers 404 or 405."""
-        try:
-            return self._json("GET", path, params=params or None)
-        except ApiError as exc:
-            if exc.status in (404, 405) and not isinstance(exc, SessionExpired):
-                return None
-            raise

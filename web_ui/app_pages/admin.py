@@ -21,7 +21,7 @@ if not session.is_admin():
     st.error("This page is for administrators.")
     st.stop()
 
-users_tab, ledger_tab, workers_tab = st.tabs(["Users", "Ledger", "Workers and queue"])
+users_tab, ledger_tab, workers_tab = st.tabs(["Users", "Ledger", "Workers"])
 
 with users_tab:
     users = session.call(client.admin_users)

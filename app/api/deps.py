@@ -12,6 +12,7 @@ from sqlmodel import Session
 
 from app.core import security
 from app.core.config import Settings
+from app.core.db import read_session
 from app.core.errors import Forbidden, Unauthorized
 from app.models.user import Role, User
 
@@ -33,8 +34,15 @@ def get_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Sess
         yield session
 
 
+def get_read_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator[Session]:
+    with read_session(engine) as session:
+        yield session
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
+# For endpoints that only read: on SQLite they then never wait for the write lock.
+ReadSessionDep = Annotated[Session, Depends(get_read_session)]
 TokenDep = Annotated[str | None, Depends(oauth2_scheme)]
 
 
@@ -50,7 +58,7 @@ def get_current_user(request: Request, engine: Annotated[Engine, Depends(get_eng
         subject = security.decode_access_token(token, request.app.state.secret_key)
     except security.InvalidToken as exc:
         raise Unauthorized("invalid or expired token; sign in again") from exc
-    with Session(engine, expire_on_commit=False) as session:
+    with read_session(engine) as session:
         user = session.get(User, int(subject)) if subject.isdigit() and len(subject) < 12 else None
     if user is None or not user.is_active:
         raise Unauthorized("invalid or expired token; sign in again")

@@ -37,11 +37,16 @@ def make_engine(settings: Settings) -> Engine:
     )
 
 
-def _configure_sqlite(engine: Engine) -> None:
-    """WAL, foreign keys and BEGIN IMMEDIATE.
+READ_ONLY_OPTION = "mlmarket_read_only"
 
-    Every transaction takes the write lock up front, so two writers queue on the
-    busy timeout instead of failing with "database is locked" on upgrade.
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL, foreign keys, and BEGIN IMMEDIATE for every transaction that may write.
+
+    A writing transaction takes the write lock up front, so two writers queue on
+    the busy timeout instead of failing with "database is locked" when a read
+    turns into a write. Sessions made by :func:`read_session` begin deferred: in
+    WAL mode they read a snapshot and never wait for (or block) a writer.
     """
 
     @event.listens_for(engine, "connect")
@@ -56,7 +61,12 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY_OPTION) else "BEGIN IMMEDIATE")
+
+
+def read_session(engine: Engine) -> Session:
+    """A session for reads only. On SQLite it takes no write lock; elsewhere it is an ordinary session."""
+    return Session(engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False)
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from sqlmodel import Session
 
 from app import __version__
 from app.api.deps import CurrentUser, get_engine
+from app.core.db import read_session
 from app.core.errors import AppError, BadRequest, PayloadTooLarge
 from app.models.catalog import MODEL_NAME_PATTERN, ModelVersion
 from app.models.task import Task
@@ -46,7 +47,7 @@ def server_metadata() -> dict[str, Any]:
 
 
 def _resolve(engine: Engine, name: str, version: int | None) -> tuple[ModelVersion, list[int]]:
-    with Session(engine, expire_on_commit=False) as session:
+    with read_session(engine) as session:
         model = catalog.resolve(session, name, version)
         versions = [v.version for v in catalog.versions_of(session, name)]
         return model, versions
@@ -113,7 +114,7 @@ class _InferDatabase:
     def __init__(self, engine: Engine, author_share_percent: int) -> None:
         def resolve(keys: list[tuple[str, int | None]]) -> list[ModelVersion | BaseException]:
             out: list[ModelVersion | BaseException] = []
-            with Session(engine, expire_on_commit=False) as session:
+            with read_session(engine) as session:
                 for name, version in keys:
                     try:
                         out.append(catalog.resolve(session, name, version))
@@ -122,7 +123,7 @@ class _InferDatabase:
             return out
 
         def funds(checks: list[tuple[int, ModelVersion, int]]) -> list[int | BaseException]:
-            with Session(engine) as session:
+            with read_session(engine) as session:
                 return list(inference.ensure_funds_many(session, checks))
 
         def bill(items: list[inference.PaidInference]) -> list[Task | BaseException]:

@@ -4,7 +4,7 @@ import re
 
 from fastapi import APIRouter, Path
 
-from app.api.deps import SessionDep
+from app.api.deps import ReadSessionDep
 from app.core.errors import NotFound
 from app.models.catalog import MODEL_NAME_PATTERN, ModelPublic, ModelVersionPublic
 from app.services import catalog
@@ -13,14 +13,14 @@ router = APIRouter(prefix="/models", tags=["models"])
 
 
 @router.get("", response_model=list[ModelVersionPublic])
-def list_models(session: SessionDep) -> list[ModelVersionPublic]:
+def list_models(session: ReadSessionDep) -> list[ModelVersionPublic]:
     models = catalog.list_catalog(session)
     owners = catalog.owner_emails(session, models)
     return [catalog.to_public(m, owners) for m in models]
 
 
 @router.get("/{name}", response_model=ModelPublic, responses={404: {"description": "No such model"}})
-def read_model(session: SessionDep, name: str = Path(max_length=64)) -> ModelPublic:
+def read_model(session: ReadSessionDep, name: str = Path(max_length=64)) -> ModelPublic:
     if not re.match(MODEL_NAME_PATTERN, name):
         raise NotFound(f"model {name!r} not found")
     versions = catalog.versions_of(session, name)

@@ -13,12 +13,12 @@ from fastapi import APIRouter, Depends, Header, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
-from sqlmodel import Session
 from starlette.datastructures import UploadFile
 
-from app.api.deps import CurrentUser, SessionDep, SettingsDep, get_engine
+from app.api.deps import CurrentUser, ReadSessionDep, SessionDep, SettingsDep, get_engine
 from app.api.routes.common import Limit, Offset
 from app.core.config import Settings
+from app.core.db import read_session
 from app.core.errors import BadRequest, Conflict, PayloadTooLarge, Unprocessable
 from app.core.handlers import describe_validation_errors
 from app.models.catalog import ModelVersion
@@ -189,7 +189,7 @@ def wait_for_finish(engine: Any, user_id: int, task_id: str, seconds: float) -> 
     deadline = time.monotonic() + seconds
     delay = 0.01
     while True:
-        with Session(engine) as session:
+        with read_session(engine) as session:
             task = predictions.get_for_user(session, user_id=user_id, task_id=task_id)
             if task.status in FINISHED_STATUSES:
                 return to_public(task, session.get(ModelVersion, task.model_version_id))
@@ -202,7 +202,7 @@ def wait_for_finish(engine: Any, user_id: int, task_id: str, seconds: float) -> 
 @router.get("", response_model=list[TaskPublic])
 def list_predictions(
     user: CurrentUser,
-    session: SessionDep,
+    session: ReadSessionDep,
     limit: Limit = 50,
     offset: Offset = 0,
     status: Annotated[TaskStatus | None, Query(description="Only tasks with this status")] = None,
@@ -213,7 +213,7 @@ def list_predictions(
 
 
 @router.get("/{task_id}", response_model=TaskPublic, responses={404: {"description": "No such prediction"}})
-def read_prediction(task_id: str, user: CurrentUser, session: SessionDep) -> TaskPublic:
+def read_prediction(task_id: str, user: CurrentUser, session: ReadSessionDep) -> TaskPublic:
     task = predictions.get_for_user(session, user_id=user.id or 0, task_id=task_id)
     return to_public(task, session.get(ModelVersion, task.model_version_id))
 
@@ -233,7 +233,7 @@ def _safe_cell(value: Any) -> Any:
     response_class=Response,
     responses={200: {"content": {"text/csv": {}}}, 404: {"description": "No such prediction"}, 409: {}},
 )
-def download_results(task_id: str, user: CurrentUser, session: SessionDep) -> Response:
+def download_results(task_id: str, user: CurrentUser, session: ReadSessionDep) -> Response:
     task = predictions.get_for_user(session, user_id=user.id or 0, task_id=task_id)
     if task.status != TaskStatus.succeeded.value or task.results is None:
         raise Conflict(f"prediction {task_id} has no results yet (status {task.status})")
@@ -260,7 +260,7 @@ async def prediction_events(task_id: str, request: Request, user: CurrentUser) -
     engine = get_engine(request)
 
     def snapshot() -> dict[str, Any]:
-        with Session(engine) as session:
+        with read_session(engine) as session:
             task = predictions.get_for_user(session, user_id=user.id or 0, task_id=task_id)
             public = to_public(task, session.get(ModelVersion, task.model_version_id), with_results=False)
             return dict(json.loads(public.model_dump_json()))

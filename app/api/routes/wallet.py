@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from app.api.deps import CurrentUser, SessionDep, SettingsDep
+from app.api.deps import CurrentUser, ReadSessionDep, SessionDep, SettingsDep
 from app.api.routes.common import IdempotencyKeyHeader, Limit, Offset, require_idempotency_key
 from app.core.errors import Unprocessable
 from app.models.ledger import LedgerEntryPublic, TopUpRequest, TopUpResult, WalletPublic
@@ -12,7 +12,7 @@ router = APIRouter(prefix="/wallet", tags=["wallet"])
 
 
 @router.get("", response_model=WalletPublic)
-def read_wallet(user: CurrentUser, session: SessionDep) -> WalletPublic:
+def read_wallet(user: CurrentUser, session: ReadSessionDep) -> WalletPublic:
     return WalletPublic(balance=ledger.balance_of(session, user.id or 0))
 
 
@@ -44,7 +44,7 @@ def create_top_up(
 
 @router.get("/ledger", response_model=list[LedgerEntryPublic])
 def read_ledger(
-    user: CurrentUser, session: SessionDep, limit: Limit = 50, offset: Offset = 0
+    user: CurrentUser, session: ReadSessionDep, limit: Limit = 50, offset: Offset = 0
 ) -> list[LedgerEntryPublic]:
     entries = ledger.list_entries(session, user_id=user.id or 0, limit=limit, offset=offset)
     return [LedgerEntryPublic.model_validate(e) for e in entries]

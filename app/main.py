@@ -38,7 +38,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = make_engine(settings)
     store = make_store(settings)
     broker = make_broker(settings)
-    relay = OutboxRelay(engine, broker, poll_seconds=settings.outbox_poll_seconds)
+    relay = OutboxRelay(
+        engine, broker, poll_seconds=settings.outbox_poll_seconds, stale_seconds=settings.task_stale_seconds
+    )
     # One model cache per process, shared by the synchronous inference path and an in-process worker.
     model_cache = ModelCache(store, settings.model_cache_max_models, settings.model_cache_max_bytes)
 

@@ -52,6 +52,10 @@ async def serve(settings: Settings) -> None:
         while not stop.is_set():
             state.tick()
             HEARTBEAT.set_to_current_time()
+            try:
+                await broker.check_consumers()
+            except Exception as exc:  # the broker may be down right now; the next heartbeat tries again
+                log.warning("cannot check the consumers (%s: %s)", type(exc).__name__, exc)
             await heartbeat.beat_async()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=HEARTBEAT_SECONDS)

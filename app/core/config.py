@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     task_max_attempts: int = Field(default=3, ge=1, le=20)
     retry_base_delay_seconds: float = Field(default=1.0, ge=0.0, le=600.0)
     outbox_poll_seconds: float = Field(default=0.5, gt=0.0, le=60.0)
+    # An open task untouched this long has its message published again (a lost message cannot strand it).
+    task_stale_seconds: float = Field(default=300.0, ge=1.0, le=7 * 24 * 3600.0)
     # Synchronous inference (Open Inference Protocol): adaptive batching of concurrent small requests.
     batching_enabled: bool = True
     batch_max_rows: int = Field(default=64, ge=1, le=100_000)

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -78,6 +79,18 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         return JSONResponse(status_code=exc.status_code, content=_error_body(request, detail), headers=exc.headers)
+
+    @app.exception_handler(DBAPIError)
+    async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        if not (exc.connection_invalidated or isinstance(exc, OperationalError)):
+            return await _unexpected(request, exc)
+        # A dropped or refused database connection is a passing outage, not a bug: tell the client to retry.
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc.orig)
+        return JSONResponse(
+            status_code=503,
+            content=_error_body(request, "the database is unavailable right now; retry the request"),
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -92,6 +92,10 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     async def queue_depth(self, queue: str) -> int: ...
 
+    async def check_consumers(self) -> int:
+        """Restarts consumers that stopped receiving after a lost connection. Returns how many were restarted."""
+        return 0
+
     @abc.abstractmethod
     async def ping(self) -> None:
         """Raises when the broker cannot be reached."""

@@ -11,8 +11,10 @@ Topology for a task queue ``Q``:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
@@ -41,6 +43,7 @@ class RabbitBroker(Broker):
         self._connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractChannel | None = None
         self._declared: set[str] = set()
+        self._consumers: list[_Consumer] = []
         self._lock = asyncio.Lock()
 
     async def connect(self) -> None:
@@ -56,6 +59,7 @@ class RabbitBroker(Broker):
             await self._connection.close()
         self._connection = None
         self._publish_channel = None
+        self._consumers.clear()
 
     async def ping(self) -> None:
         await self.connect()
@@ -64,10 +68,24 @@ class RabbitBroker(Broker):
             raise ConnectionError("RabbitMQ channel is closed")
 
     async def _channel(self) -> AbstractChannel:
-        if self._publish_channel is None or self._publish_channel.is_closed:
-            await self.connect()
-        assert self._publish_channel is not None  # noqa: S101 - set by connect()
-        return self._publish_channel
+        await self.connect()
+        assert self._connection is not None  # noqa: S101 - set by connect()
+        channel = self._publish_channel
+        if channel is None or channel.is_closed:
+            # aio-pika restores a robust channel after a reconnect, but a connection dropped again while the
+            # channel is being restored can leave it closed for good (rabbitmqctl close_all_connections in the
+            # fault-injection tests): once the connection is back, replace such a channel with a new one.
+            await asyncio.wait_for(self._connection.ready(), timeout=CONNECT_TIMEOUT_SECONDS)
+            async with self._lock:
+                if self._publish_channel is channel:
+                    if channel is not None:
+                        with contextlib.suppress(Exception):
+                            await channel.close()
+                    self._publish_channel = await self._connection.channel(publisher_confirms=True)
+                    self._declared.clear()
+            channel = self._publish_channel
+        assert channel is not None  # noqa: S101 - set above
+        return channel
 
     def _work_arguments(self) -> dict[str, Any]:
         return {"x-queue-type": "quorum"} if self.quorum else {}
@@ -122,6 +140,7 @@ class RabbitBroker(Broker):
         assert self._connection is not None  # noqa: S101 - set by connect()
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=options.prefetch)
+        self._consumers.append(_Consumer(channel, (queue, handler, on_dead, options)))
         work = await self._declare(channel, queue)
         self._declared.add(queue)
 
@@ -170,6 +189,27 @@ class RabbitBroker(Broker):
 
         await work.consume(on_message)
 
+    async def check_consumers(self) -> int:
+        """Restarts consumers whose channel stayed closed after the connection came back. Returns how many."""
+        if self._connection is None or self._connection.is_closed or not self._connection.connected.is_set():
+            return 0
+        restarted = 0
+        for consumer in list(self._consumers):
+            if not consumer.channel.is_closed:
+                consumer.closed_checks = 0
+                continue
+            # The first sighting may be aio-pika still restoring the channel; replace it on the second.
+            consumer.closed_checks += 1
+            if consumer.closed_checks < 2:
+                continue
+            log.warning("consumer channel of %s stayed closed after a reconnect; consuming again", consumer.args[0])
+            self._consumers.remove(consumer)
+            with contextlib.suppress(Exception):
+                await consumer.channel.close()
+            await self.consume(*consumer.args)
+            restarted += 1
+        return restarted
+
     async def queue_depth(self, queue: str) -> int:
         await self._ensure_declared(queue)
         channel = await self._channel()
@@ -177,6 +217,13 @@ class RabbitBroker(Broker):
         raw = await channel.get_underlay_channel()
         declared = await raw.queue_declare(queue, passive=True)
         return int(declared.message_count or 0)
+
+
+@dataclass
+class _Consumer:
+    channel: AbstractChannel
+    args: tuple[str, MessageHandler, DeadLetterHandler, ConsumerOptions]
+    closed_checks: int = 0
 
 
 def _attempt(headers: dict[str, Any]) -> int:

@@ -4,6 +4,12 @@ A task and its outbox row commit together, so a crash between the commit and
 the publish loses nothing: the row stays unsent and the next pass (or another
 replica) publishes it. A message may therefore be published twice; workers
 ignore a message whose task has already finished.
+
+What guarantees that a task whose message is lost after the publish (a broker
+that drops it, a consumer that never acks nor returns it) still finishes: the
+relay also sweeps for open tasks untouched for ``stale_seconds`` and marks
+their outbox rows unsent again, so they are published once more. The worker's
+conditional transitions make the extra message harmless.
 """
 
 from __future__ import annotations
@@ -11,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,13 +27,14 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from app.models.base import utcnow
-from app.models.task import OutboxMessage
+from app.models.task import OPEN_STATUSES, OutboxMessage, Task
 from app.queue.base import Broker
 
 log = logging.getLogger("mlmarket.outbox")
 
 MAX_BACKOFF_SECONDS = 10.0
 _outbox: sa.Table = OutboxMessage.__table__  # type: ignore[attr-defined]
+_tasks: sa.Table = Task.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -37,12 +46,23 @@ class Pending:
 
 
 class OutboxRelay:
-    def __init__(self, engine: Engine, broker: Broker, *, poll_seconds: float = 0.5, batch_size: int = 200) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        broker: Broker,
+        *,
+        poll_seconds: float = 0.5,
+        batch_size: int = 200,
+        stale_seconds: float | None = None,
+    ) -> None:
         self.engine = engine
         self.broker = broker
         self.poll_seconds = poll_seconds
         self.batch_size = batch_size
+        self.stale_seconds = stale_seconds
         self.published = 0
+        self.requeued = 0
+        self._next_sweep = 0.0
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -57,6 +77,7 @@ class OutboxRelay:
         delay = self.poll_seconds
         while True:
             try:
+                await self._sweep_when_due()
                 sent = await self.flush_once()
                 delay = self.poll_seconds
             except asyncio.CancelledError:
@@ -70,6 +91,44 @@ class OutboxRelay:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
             self._wake.clear()
+
+    async def _sweep_when_due(self) -> None:
+        if self.stale_seconds is None or time.monotonic() < self._next_sweep:
+            return
+        self._next_sweep = time.monotonic() + max(self.stale_seconds / 4, self.poll_seconds)
+        requeued = await asyncio.to_thread(self.requeue_stale, self.stale_seconds)
+        if requeued:
+            self.requeued += requeued
+            log.warning("%d open tasks untouched for %.0fs; publishing them again", requeued, self.stale_seconds)
+
+    def requeue_stale(self, stale_seconds: float) -> int:
+        """Marks the outbox rows of open tasks untouched for ``stale_seconds`` unsent, so they go out again.
+
+        Touching the task in the same transaction makes concurrent relays (API replicas) pick each task once.
+        """
+        now = utcnow()
+        with self.engine.begin() as conn:
+            stale = (
+                sa.select(_tasks.c.id)
+                .where(_tasks.c.status.in_(OPEN_STATUSES), _tasks.c.updated_at < now - timedelta(seconds=stale_seconds))
+                .limit(self.batch_size)
+                .scalar_subquery()
+            )
+            ids = list(
+                conn.execute(
+                    sa.update(_tasks)
+                    .where(_tasks.c.id.in_(stale), _tasks.c.status.in_(OPEN_STATUSES))
+                    .values(updated_at=now)
+                    .returning(_tasks.c.id)
+                ).scalars()
+            )
+            if ids:
+                conn.execute(
+                    sa.update(_outbox)
+                    .where(_outbox.c.task_id.in_(ids), _outbox.c.sent_at.is_not(None))
+                    .values(sent_at=None)
+                )
+        return len(ids)
 
     async def flush_once(self) -> int:
         """Publishes one batch of unsent messages. Returns how many were confirmed by the broker."""

@@ -7,11 +7,7 @@ every task still ends exactly once, charged once, and that the ledger holds.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,10 +33,10 @@ from app.runtime.training import train
 from app.services import ledger
 from app.services.outbox import OutboxRelay
 from tests.conftest import make_settings
+from tests.real_services import Workers
 from tests.s3_server import S3Server
 from tests.samples import DIABETES_ROW
 
-REPO = Path(__file__).resolve().parents[2]
 PREDICT = "/api/v1/predictions"
 ROW = DIABETES_ROW
 
@@ -70,53 +66,6 @@ def real_settings(database_url: str, rabbitmq_url: str, s3_server: S3Server, tmp
 def settings(real_settings: Settings) -> Settings:
     """Everything in these tests, the published models included, uses the real services."""
     return real_settings
-
-
-def as_env(settings: Settings, data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLMARKET_")}
-    for field, value in settings.model_dump().items():
-        if value is not None:
-            env[f"MLMARKET_{field.upper()}"] = str(value.value if hasattr(value, "value") else value)
-    env["MLMARKET_DATA_DIR"] = str(data_dir)
-    env.pop("MLMARKET_STORE_DIR", None)
-    return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Workers:
-    """`python -m ml_worker` processes, each with its own data folder (they share only the services)."""
-
-    def __init__(self, settings: Settings, root: Path) -> None:
-        self.settings = settings
-        self.root = root
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-        self.health_ports: list[int] = []
-
-    def start(self) -> subprocess.Popen[bytes]:
-        data = self.root / f"worker-{len(self.procs)}"
-        log = (self.root / f"worker-{len(self.procs)}.log").open("wb")
-        env = as_env(self.settings, data)
-        self.health_ports.append(free_port())
-        env.update(MLMARKET_WORKER_HEALTH_HOST="127.0.0.1", MLMARKET_WORKER_HEALTH_PORT=str(self.health_ports[-1]))
-        proc = subprocess.Popen([sys.executable, "-m", "ml_worker"], env=env, cwd=REPO, stdout=log, stderr=log)
-        self.procs.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 @pytest.fixture

@@ -104,4 +104,6 @@ class EmbeddedBroker(Broker):
             self._spawn(consumer())
 
     async def queue_depth(self, queue: str) -> int:
+        if queue.endswith(".dead"):
+            return sum(1 for d in self.dead_letters if d.queue == queue)
         return self._queue(queue).qsize()

@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import asyncio
 import uuid
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
 
 from app.api.deps import AdminUser, SessionDep, SettingsDep
 from app.api.routes.common import IdempotencyKeyHeader, Limit, Offset, require_idempotency_key
 from app.core.errors import Unprocessable
 from app.models.ledger import AdminCreditRequest, LedgerEntryPublic, LedgerReport, TopUpResult
 from app.models.user import UserAdminPublic
+from app.queue.base import PREDICT_QUEUE, TRAIN_QUEUE, dead_queue, retry_queue
 from app.services import ledger, users
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -40,6 +44,37 @@ def credit_user(
     if credited.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return TopUpResult(balance=credited.balance, entry=LedgerEntryPublic.model_validate(credited.entry))
+
+
+class QueueDepth(BaseModel):
+    queue: str
+    ready: int | None = Field(description="Messages waiting for a worker (None: the broker cannot be reached)")
+    retrying: int | None = Field(description="Messages waiting out their retry backoff")
+    dead: int | None = Field(description="Messages that failed every attempt (tasks failed and refunded)")
+
+
+class QueuesPublic(BaseModel):
+    broker: str
+    outbox_unsent: int
+    queues: list[QueueDepth]
+
+
+@router.get("/queues", response_model=QueuesPublic)
+async def queue_depths(_: AdminUser, request: Request) -> QueuesPublic:
+    """How much work waits: per task queue, and committed tasks the outbox relay has not published yet."""
+    state = request.app.state
+    depths = []
+    for queue in (PREDICT_QUEUE, TRAIN_QUEUE):
+        counts: list[int | None] = []
+        for name in (queue, retry_queue(queue), dead_queue(queue)):
+            try:
+                counts.append(await asyncio.wait_for(state.broker.queue_depth(name), timeout=5))
+            except Exception:  # the broker is down: say so rather than fail the page
+                counts.append(None)
+        depths.append(QueueDepth(queue=queue, ready=counts[0], retrying=counts[1], dead=counts[2]))
+    unsent = await run_in_threadpool(state.relay.unsent_count)
+    broker = "embedded" if state.settings.embedded_queue else "rabbitmq"
+    return QueuesPublic(broker=broker, outbox_unsent=unsent, queues=depths)
 
 
 @router.get("/ledger/verify", response_model=LedgerReport)

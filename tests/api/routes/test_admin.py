@@ -63,3 +63,14 @@ def test_crediting_an_unknown_user_is_404(client: TestClient, admin_headers: dic
             client.post(f"/api/v1/admin/users/{bad}/credits", headers=admin_headers, json={"amount": 5}).status_code
             == 422
         )
+
+
+def test_admin_sees_queue_depths_and_the_outbox(
+    client: TestClient, make_user: Callable[..., dict[str, str]], admin_headers: dict[str, str]
+) -> None:
+    assert client.get("/api/v1/admin/queues", headers=make_user()).status_code == 403
+    body = client.get("/api/v1/admin/queues", headers=admin_headers).json()
+    assert body["broker"] == "embedded"
+    assert body["outbox_unsent"] == 0
+    assert [q["queue"] for q in body["queues"]] == ["tasks.predict", "tasks.train"]
+    assert all(q["ready"] == 0 and q["dead"] == 0 for q in body["queues"])

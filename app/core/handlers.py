@@ -52,11 +52,98 @@ def _error_body(request: Request, detail: str, extra: dict[str, Any] | None = No
 
 
 def _is_open_inference(request: Request) -> bool:
-    path = request.url.path
+    return _is_open_inference_path(request.url.path)
+
+
+# What the validation handler below really answers, replacing FastAPI's default (a list under "detail").
+VALIDATION_ERROR_SCHEMA: dict[str, Any] = {
+    "title": "HTTPValidationError",
+    "type": "object",
+    "required": ["detail"],
+    "properties": {
+        "detail": {"type": "string", "title": "Detail"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "loc": {"type": "array", "items": {"type": "string"}},
+                    "msg": {"type": "string"},
+                    "type": {"type": ["string", "null"]},
+                },
+            },
+        },
+    },
+}
+
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "title": "Error",
+    "type": "object",
+    "required": ["detail"],
+    "properties": {"detail": {"type": "string"}},
+}
+OPEN_INFERENCE_ERROR_SCHEMA: dict[str, Any] = {
+    "title": "InferenceError",
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}},
+}
+# Answers any operation may give, whatever its route declares: they come from the middleware and handlers here.
+_COMMON_ERRORS = {
+    "401": "No bearer token, or an invalid or expired one",
+    "403": "The signed-in user may not do this (administrators only)",
+    "404": "Nothing with this name or id belongs to the signed-in user",
+    "413": "The request body is larger than the limit",
+    "503": "The database or another service is unavailable right now; retry",
+}
+
+
+def _document_errors(path: str, operation: dict[str, Any]) -> None:
+    responses = operation.setdefault("responses", {})
+    wanted = {"503"}
+    if operation.get("security"):
+        wanted.add("401")
+    if path.startswith("/api/v1/admin"):
+        wanted.add("403")
+    if "{" in path:
+        wanted.add("404")
+    if "requestBody" in operation:
+        wanted.add("413")
+    for status in sorted(wanted - responses.keys()):
+        responses[status] = {"description": _COMMON_ERRORS[status]}
+    shape = "#/components/schemas/InferenceError" if _is_open_inference_path(path) else "#/components/schemas/Error"
+    for status, response in responses.items():
+        if status[0] in "45" and "content" not in response:
+            response["content"] = {"application/json": {"schema": {"$ref": shape}}}
+
+
+def _is_open_inference_path(path: str) -> bool:
     return path == OPEN_INFERENCE_PREFIX or path.startswith(OPEN_INFERENCE_PREFIX + "/")
 
 
+def _document_error_shape(app: FastAPI) -> None:
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+            schemas["HTTPValidationError"] = VALIDATION_ERROR_SCHEMA
+            schemas["Error"] = ERROR_SCHEMA
+            schemas["InferenceError"] = OPEN_INFERENCE_ERROR_SCHEMA
+            for path, operations in schema.get("paths", {}).items():
+                for operation in operations.values():
+                    _document_errors(path, operation)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    _document_error_shape(app)
+
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> JSONResponse:
         return JSONResponse(

@@ -128,6 +128,7 @@ def to_public(task: Task, model: ModelVersion | None, *, with_results: bool = Tr
     openapi_extra={"requestBody": _REQUEST_BODY},
     responses={
         200: {"model": TaskPublic, "description": "Finished within the wait asked for with `Prefer: wait=N`"},
+        400: {"description": "A malformed multipart form or CSV file"},
         402: {"description": "The balance does not cover the accepted rows"},
         404: {"description": "Unknown model or version"},
         413: {"description": "Too many rows or bytes"},

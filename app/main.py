@@ -24,6 +24,7 @@ from app.runtime.batching import AdaptiveBatcher
 from app.runtime.cache import ModelCache
 from app.services import predictions
 from app.services.outbox import OutboxRelay
+from app.services.throttle import LoginThrottle
 from app.store import make_store
 from ml_worker.heartbeat import Heartbeat
 from ml_worker.training import TrainingWorker
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         enabled=settings.batching_enabled,
     )
     app.state.secret_key = settings.resolved_secret_key()
+    app.state.login_throttle = LoginThrottle(settings.login_max_failures, settings.login_window_seconds)
 
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)

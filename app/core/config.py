@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     secret_key: str | None = Field(default=None, repr=False)
     access_token_expire_minutes: int = Field(default=60, ge=1, le=60 * 24 * 30)
+    login_max_failures: int = Field(default=10, ge=1)
+    login_window_seconds: float = Field(default=60.0, gt=0.0)
     max_top_up: int = Field(default=1_000_000, ge=1)
     max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     author_share_percent: int = Field(default=70, ge=0, le=100)

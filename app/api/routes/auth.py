@@ -8,9 +8,10 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from app.api.deps import SessionDep, SettingsDep
 from app.core import security
-from app.core.errors import Unauthorized
+from app.core.errors import TooManyRequests, Unauthorized
 from app.models.user import Token, UserCreate, UserPublic
 from app.services import users
+from app.services.throttle import LoginThrottle
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -26,16 +27,34 @@ def register(body: UserCreate, session: SessionDep) -> UserPublic:
     return UserPublic.model_validate(user)
 
 
-@router.post("/token", response_model=Token, responses={401: {"description": "Wrong email or password"}})
+@router.post(
+    "/token",
+    response_model=Token,
+    responses={
+        401: {"description": "Wrong email or password"},
+        429: {"description": "Too many failed sign-ins for this account from this address; see Retry-After"},
+    },
+)
 def issue_token(
     request: Request,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     session: SessionDep,
     settings: SettingsDep,
 ) -> Token:
+    throttle: LoginThrottle = request.app.state.login_throttle
+    address = request.client.host if request.client else "unknown"
+    wait = throttle.retry_after(form.username, address)
+    if wait is not None:
+        error = TooManyRequests(
+            f"too many failed sign-ins for {form.username!r} from your address; try again in {wait} seconds"
+        )
+        error.headers = {"Retry-After": str(wait)}
+        raise error
     user = users.authenticate(session, form.username, form.password)
     if user is None:
+        throttle.record_failure(form.username, address)
         raise Unauthorized("incorrect email or password")
+    throttle.reset(form.username, address)
     expires = timedelta(minutes=settings.access_token_expire_minutes)
     token = security.create_access_token(str(user.id), request.app.state.secret_key, expires)
     return Token(access_token=token, expires_in=int(expires.total_seconds()))

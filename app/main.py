@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,14 +16,15 @@ from sqlmodel import Session
 from app import __version__
 from app.api.router import api_router
 from app.api.routes import health, inference
+from app.core import metrics as metrics_
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine
 from app.core.handlers import BodySizeLimitMiddleware, install_error_handlers
 from app.core.metrics import MetricsMiddleware
-from app.queue.base import PREDICT_QUEUE, TRAIN_QUEUE, make_broker
+from app.queue.base import PREDICT_QUEUE, TRAIN_QUEUE, dead_queue, make_broker
 from app.runtime.batching import AdaptiveBatcher
 from app.runtime.cache import ModelCache
-from app.services import predictions
+from app.services import ledger, predictions
 from app.services.outbox import OutboxRelay
 from app.services.throttle import LoginThrottle
 from app.store import make_store
@@ -93,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         enabled=settings.batching_enabled,
     )
     app.state.secret_key = settings.resolved_secret_key()
+    app.state.ledger_verified_at = 0.0
     app.state.login_throttle = LoginThrottle(settings.login_max_failures, settings.login_window_seconds)
 
     install_error_handlers(app)
@@ -104,10 +107,46 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(inference.router)
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
+    async def metrics() -> Response:
+        await _refresh_gauges(app)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+LEDGER_VERIFY_EVERY_SECONDS = 300.0
+
+
+async def _refresh_gauges(app: FastAPI) -> None:
+    """Tasks by status, queue depth, unsent outbox rows and (every few minutes) the ledger check, for a scrape.
+
+    A part that cannot be read now keeps its last value; the scrape itself never fails.
+    """
+
+    def from_database(verify: bool) -> None:
+        with Session(app.state.engine) as session:
+            for status, count in predictions.count_by_status(session).items():
+                metrics_.TASKS_BY_STATUS.labels(status).set(count)
+            if verify:
+                report = ledger.verify(session)
+                problems = len(report.mismatches) + report.running_balance_errors + len(report.hold_errors)
+                metrics_.LEDGER_MISMATCHES.set(problems)
+                metrics_.LEDGER_VERIFIED.set_to_current_time()
+        metrics_.OUTBOX_UNSENT.set(app.state.relay.unsent_count())
+
+    verify = time.time() - app.state.ledger_verified_at > LEDGER_VERIFY_EVERY_SECONDS
+    try:
+        await asyncio.to_thread(from_database, verify)
+        if verify:
+            app.state.ledger_verified_at = time.time()
+    except Exception as exc:
+        log.warning("metrics: cannot read the database (%s: %s)", type(exc).__name__, exc)
+    for queue in (PREDICT_QUEUE, dead_queue(PREDICT_QUEUE)):
+        try:
+            depth = await asyncio.wait_for(app.state.broker.queue_depth(queue), timeout=2)
+            metrics_.QUEUE_DEPTH.labels(queue).set(depth)
+        except Exception as exc:
+            log.warning("metrics: cannot read the depth of %s (%s: %s)", queue, type(exc).__name__, exc)
 
 
 async def _requeue_open_tasks(app: FastAPI) -> None:

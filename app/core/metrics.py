@@ -6,7 +6,7 @@ import re
 import time
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,6 +21,15 @@ HTTP_LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+
+# Read from the database and the broker when /metrics is scraped (see app.main).
+TASKS_BY_STATUS = Gauge("mlmarket_tasks", "Prediction tasks in the database by status", ["status"])
+QUEUE_DEPTH = Gauge("mlmarket_queue_messages", "Messages waiting in a broker queue", ["queue"])
+OUTBOX_UNSENT = Gauge("mlmarket_outbox_unsent_messages", "Committed task messages not yet confirmed by the broker")
+LEDGER_MISMATCHES = Gauge(
+    "mlmarket_ledger_problems", "Problems found by the last ledger verification (0 when the ledger holds)"
+)
+LEDGER_VERIFIED = Gauge("mlmarket_ledger_verified_timestamp_seconds", "Unix time of the last ledger verification")
 
 UNMATCHED_ROUTE = "<unmatched>"
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from prometheus_client import Counter
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -29,6 +30,13 @@ from app.models.ledger import (
     LedgerEntry,
     LedgerReport,
 )
+
+# Counted when the entry is written; a transaction rolled back afterwards leaves its count behind.
+LEDGER_ENTRIES = Counter("mlmarket_ledger_entries_total", "Ledger entries written, by kind", ["kind"])
+LEDGER_CREDITS = Counter("mlmarket_ledger_credits_total", "Credits moved by ledger entries, by kind", ["kind"])
+for _kind in EntryKind:
+    LEDGER_ENTRIES.labels(_kind.value)
+    LEDGER_CREDITS.labels(_kind.value)
 
 _accounts: sa.Table = Account.__table__  # type: ignore[attr-defined]
 _entries: sa.Table = LedgerEntry.__table__  # type: ignore[attr-defined]
@@ -103,6 +111,8 @@ def _move(
     )
     session.add(entry)
     session.flush()
+    LEDGER_ENTRIES.labels(kind.value).inc()
+    LEDGER_CREDITS.labels(kind.value).inc(abs(amount))
     return entry
 
 

@@ -187,3 +187,10 @@ def fail(session: Session, *, task_id: str, reason: str) -> bool:
 
 def open_task_ids(session: Session) -> list[str]:
     return list(session.exec(select(Task.id).where(col(Task.status).in_(OPEN_STATUSES))).all())
+
+
+def count_by_status(session: Session) -> dict[str, int]:
+    counts = {status.value: 0 for status in TaskStatus}
+    for status, count in session.execute(sa.select(_tasks.c.status, sa.func.count()).group_by(_tasks.c.status)):
+        counts[str(status)] = int(count)
+    return counts

@@ -46,3 +46,17 @@ def test_admin_sees_the_ledger_verified_and_the_workers(app_as: Callable[..., Ap
     # The embedded default runs one worker inside the API; it reports its heartbeat.
     workers = at.dataframe[-1].value
     assert len(workers) >= 1 and "tasks.predict" in workers["queues"].iloc[0]
+
+
+def test_admin_sees_the_queue_depth_next_to_the_workers(app_as: Callable[..., AppTest], admin: Person) -> None:
+    at = app_as(admin, "app_pages/admin.py")
+    no_exceptions(at)
+    # The embedded default's queues are in memory and drained by its worker: nothing waits, nothing is dead.
+    page = texts(at)
+    for label in ("Ready", "Retrying", "Dead-lettered", "Outbox unsent"):
+        assert label in page
+    assert "Broker: embedded." in page
+    queues = next(d.value for d in at.dataframe if "retrying" in d.value.columns)
+    assert list(queues["queue"]) == ["tasks.predict", "tasks.train"]
+    assert set(queues.columns) == {"queue", "ready", "retrying", "dead"}
+    assert list(queues["dead"]) == ["0", "0"]

@@ -236,6 +236,10 @@ def test_admin_pages_show_users_and_the_ledger(page: Any, live_api: LiveApi) -> 
     page.get_by_role("tab", name="Ledger").click()
     page.get_by_text("The ledger balances").wait_for()
     screenshot(page, "10-admin-ledger")
+    page.get_by_role("tab", name="Workers and queues").click()
+    page.get_by_text("Outbox unsent").wait_for()
+    page.get_by_text("tasks.train").first.wait_for(state="attached")
+    screenshot(page, "13-admin-queues")
 
 
 def test_studio_trains_a_model_and_shows_its_report(page: Any, live_api: LiveApi) -> None:

@@ -21,7 +21,7 @@ if not session.is_admin():
     st.error("This page is for administrators.")
     st.stop()
 
-users_tab, ledger_tab, workers_tab = st.tabs(["Users", "Ledger", "Workers"])
+users_tab, ledger_tab, workers_tab = st.tabs(["Users", "Ledger", "Workers and queues"])
 
 with users_tab:
     users = session.call(client.admin_users)
@@ -105,7 +105,48 @@ with ledger_tab:
     if st.button("Check again", icon=":material/refresh:"):
         st.rerun()
 
+
+def depth(value: Any) -> str:
+    """A message count, or a dash when the broker could not be asked."""
+    return "\u2014" if value is None else f"{int(value):,}"
+
+
 with workers_tab:
+    st.subheader("Queues")
+    queues = session.call(client.queues)
+    depths = queues.get("queues") or []
+    waiting = st.columns(4)
+    waiting[0].metric("Ready", depth(sum(int(q.get("ready") or 0) for q in depths)), border=True)
+    waiting[1].metric("Retrying", depth(sum(int(q.get("retrying") or 0) for q in depths)), border=True)
+    waiting[2].metric("Dead-lettered", depth(sum(int(q.get("dead") or 0) for q in depths)), border=True)
+    waiting[3].metric("Outbox unsent", depth(queues.get("outbox_unsent")), border=True)
+    if any(q.get(k) is None for q in depths for k in ("ready", "retrying", "dead")):
+        st.warning(
+            "The broker could not be reached for some counts; they are shown as \u2014.", icon=":material/warning:"
+        )
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "queue": q.get("queue"),
+                    "ready": depth(q.get("ready")),
+                    "retrying": depth(q.get("retrying")),
+                    "dead": depth(q.get("dead")),
+                }
+                for q in depths
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+    st.caption(
+        f"Broker: {queues.get('broker')}. Ready messages wait for a worker, retrying ones wait out their "
+        "backoff, dead ones failed every attempt (their tasks were refunded); the outbox holds committed "
+        "tasks not yet published."
+    )
+    if st.button("Refresh", icon=":material/refresh:", key="queues_refresh"):
+        st.rerun()
+    st.subheader("Workers")
     workers = session.call(client.workers)
     if not workers:
         st.info("No worker has reported in yet.", icon=":material/info:")

@@ -237,6 +237,9 @@ class ApiClient:
     def workers(self) -> list[dict[str, Any]]:
         return list(self._json("GET", "/admin/workers"))
 
+    def queues(self) -> dict[str, Any]:
+        return dict(self._json("GET", "/admin/queues"))
+
     # -- admin ------------------------------------------------------------------------------------
 
     def admin_users(self, limit: int = 500, offset: int = 0) -> list[dict[str, Any]]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from streamlit.testing.v1 import AppTest
 
@@ -71,3 +73,173 @@ def test_upload_train_read_the_report_and_publish(
     catalog = {m["name"]: m for m in live_api.call("GET", "/models", person.token)}
     assert catalog[name]["owner"] == person.email
     assert next(m.value for m in at.metric if m.label == "Published models") == "1"
+
+
+def button(at: AppTest, label: str) -> Any:
+    return next(b for b in at.button if b.label == label)
+
+
+def success_texts(at: AppTest) -> list[str]:
+    return [str(s.value) for s in at.success]
+
+
+def trained_job(live_api: LiveApi, person: Person, dataset_id: int) -> dict[str, Any]:
+    """A LogisticRegression trained over the API, waited for until it finished."""
+    job = live_api.call(
+        "POST",
+        "/training-jobs",
+        person.token,
+        json={"dataset_id": dataset_id, "algorithm": "LogisticRegression", "hyperparameters": {}},
+    )
+    deadline = time.monotonic() + 60
+    while job["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
+        time.sleep(0.2)
+        job = live_api.call("GET", f"/training-jobs/{job['id']}", person.token)
+    assert job["status"] == "succeeded", job
+    return dict(job)
+
+
+def api_dataset(live_api: LiveApi, person: Person, name: str = "flowers") -> dict[str, Any]:
+    files = {"file": ("flowers.csv", flowers_csv(), "text/csv")}
+    return dict(live_api.call("POST", "/datasets", person.token, files=files, data={"target": "kind", "name": name}))
+
+
+def test_dataset_info_append_reset_trash_restore_and_delete_for_good(
+    app_as: Callable[..., AppTest], make_person: Callable[..., Person], live_api: LiveApi
+) -> None:
+    person = make_person()
+    dataset = api_dataset(live_api, person)
+    name = f"flowers (#{dataset['id']})"
+    at = app_as(person, STUDIO)
+    no_exceptions(at)
+    assert at.selectbox(key="dataset_pick").value == dataset["id"]
+    assert next(m.value for m in at.metric if m.label == "Rows") == "60"
+    assert "Target `kind`" in texts(at)
+    columns = next(d.value for d in at.dataframe if "name" in d.value.columns and "petal" in set(d.value["name"]))
+    assert set(columns["name"]) == {"petal", "sepal", "kind"}
+
+    # Append a small CSV: a new version with the rows after the others.
+    at.file_uploader(key="append_file").upload(
+        "more.csv", b"petal,sepal,kind\n1.1,2.0,small\n5.2,2.1,large\n", "text/csv"
+    )
+    button(at, "Append rows").click()
+    at.run()
+    no_exceptions(at)
+    assert f"Appended 2 rows to {name}: version 2 has 62 rows." in success_texts(at)
+    assert live_api.call("GET", f"/datasets/{dataset['id']}", person.token)["rows"] == 62
+
+    # Rows that do not fit are refused with the API's words.
+    at.file_uploader(key="append_file").upload("bad.csv", b"colour\nred\n", "text/csv")
+    button(at, "Append rows").click()
+    at.run()
+    no_exceptions(at)
+    assert [e.value for e in at.error] == [
+        "The rows were not appended: row 1 has unknown column(s) colour; columns: petal, sepal, kind"
+    ]
+
+    at.button(key="dataset_reset").click().run()
+    no_exceptions(at)
+    assert f"Dataset {name} is back to its first rows as version 3 (60 rows)." in success_texts(at)
+
+    at.button(key="dataset_trash").click().run()
+    no_exceptions(at)
+    assert live_api.call("GET", f"/datasets/{dataset['id']}", person.token)["deleted"] is True
+    assert "This dataset is in the trash" in texts(at)
+    at.button(key="dataset_restore").click().run()
+    no_exceptions(at)
+    assert f"Dataset {name} is back." in success_texts(at)
+    assert live_api.call("GET", f"/datasets/{dataset['id']}", person.token)["deleted"] is False
+
+    hard = at.button(key=f"dataset_hard-{dataset['id']}")
+    assert hard.disabled  # only after the confirmation
+    at.checkbox(key=f"dataset_hard_sure-{dataset['id']}").check().run()
+    at.button(key=f"dataset_hard-{dataset['id']}").click().run()
+    no_exceptions(at)
+    assert f"Dataset {name} is deleted for good." in success_texts(at)
+    assert live_api.call("GET", "/datasets?include_deleted=true", person.token) == []
+    assert "No dataset yet." in texts(at)
+
+
+def test_reopen_a_past_training_retrain_it_and_delete_it(
+    app_as: Callable[..., AppTest], make_person: Callable[..., Person], live_api: LiveApi
+) -> None:
+    person = make_person(credits=50)
+    first = api_dataset(live_api, person, "flowers")
+    other = api_dataset(live_api, person, "flowers-again")
+    job = trained_job(live_api, person, first["id"])
+    at = app_as(person, STUDIO)  # a new browser session: the report comes from the API, not from this session
+    no_exceptions(at)
+    assert at.selectbox(key="job_pick").value == job["id"]
+    assert any(m.label == "test accuracy" for m in at.metric)
+    assert len(at.get("vega_lite_chart")) >= 2  # the confusion matrix and the feature importance
+    downloads = {b.label for b in at.get("download_button")}
+    assert {"Download the report (PDF)", "Download the trained model (skops)"} <= downloads
+
+    # Retrain on the other dataset with other hyperparameters.
+    at.selectbox(key=f"retrain_dataset-{job['id']}").select(other["id"])
+    at.text_area(key=f"retrain_params-{job['id']}").input('{"C": 0.5}')
+    button(at, "Retrain").click()
+    at.run()
+    no_exceptions(at)
+    jobs = live_api.call("GET", "/training-jobs", person.token)
+    new = next(j for j in jobs if j["id"] != job["id"])
+    assert (new["retrain_of"], new["dataset_id"], new["hyperparameters"]) == (job["id"], other["id"], {"C": 0.5})
+    assert f"Training {new['id'][:8]} started: a retraining of {job['id'][:8]}." in success_texts(at)
+    assert at.selectbox(key="job_pick").value == new["id"]  # the new training is opened and followed
+
+    # A hyperparameter the algorithm refuses: the API's words.
+    at.text_area(key=f"retrain_params-{new['id']}").input('{"C": -1}')
+    button(at, "Retrain").click()
+    at.run()
+    no_exceptions(at)
+    assert [e.value.startswith("The training did not start: ") for e in at.error] == [True]
+    at.text_area(key=f"retrain_params-{new['id']}").input("not json")
+    button(at, "Retrain").click()
+    at.run()
+    assert [e.value for e in at.error] == ['The hyperparameters must be a JSON object, like {"n_estimators": 50}.']
+
+    at.button(key="job_trash").click().run()
+    no_exceptions(at)
+    assert live_api.call("GET", f"/training-jobs/{new['id']}", person.token)["deleted"] is True
+    at.button(key="job_restore").click().run()
+    no_exceptions(at)
+    assert f"Training {new['id'][:8]} is back." in success_texts(at)
+    at.checkbox(key=f"job_hard_sure-{new['id']}").check().run()
+    at.button(key=f"job_hard-{new['id']}").click().run()
+    no_exceptions(at)
+    assert f"Training {new['id'][:8]} is deleted for good." in success_texts(at)
+    assert [j["id"] for j in live_api.call("GET", "/training-jobs?include_deleted=true", person.token)] == [job["id"]]
+
+
+def test_unpublish_a_model_after_confirming(
+    app_as: Callable[..., AppTest], make_person: Callable[..., Person], live_api: LiveApi
+) -> None:
+    person = make_person(credits=20)
+    job = trained_job(live_api, person, api_dataset(live_api, person)["id"])
+    name = f"flowers-{uuid.uuid4().hex[:6]}"
+    body = {"training_job_id": job["id"], "name": name, "price_per_row": 1}
+    live_api.call("POST", "/models", person.token, json=body)
+    at = app_as(person, STUDIO)
+    no_exceptions(at)
+    assert next(m.value for m in at.metric if m.label == "Published models") == "1"
+    assert at.selectbox(key="unpublish_name").value == name
+    assert at.button(key="unpublish").disabled
+    at.checkbox(key=f"unpublish_sure-{name}").check().run()
+    at.button(key="unpublish").click().run()
+    no_exceptions(at)
+    assert f"{name} is out of the catalog (1 version)." in success_texts(at)
+    assert name not in {m["name"] for m in live_api.call("GET", "/models", person.token)}
+    assert next(m.value for m in at.metric if m.label == "Published models") == "0"
+
+
+def test_a_regression_dataset_shows_the_range_of_its_target(
+    app_as: Callable[..., AppTest], make_person: Callable[..., Person], live_api: LiveApi
+) -> None:
+    person = make_person()
+    data = b"size,colour,price\n1,red,10\n2,blue,20.5\n3,red,31\n4,,42\n"
+    files = {"file": ("houses.csv", data, "text/csv")}
+    live_api.call("POST", "/datasets", person.token, files=files, data={"target": "price"})
+    at = app_as(person, STUDIO)
+    no_exceptions(at)
+    assert "From 10 to 42, mean 25.88" in texts(at)
+    assert next(m.value for m in at.metric if m.label == "Task") == "Regression"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from typing import Any
 
@@ -14,6 +16,9 @@ from web_ui.utils import session
 from web_ui.utils.api import ApiClient, ApiError
 
 CURRENT_JOB = "studio_job"
+DONE = "studio_done"  # the message of an action that reran the page
+OPEN_JOB = "studio_open_job"  # a job to open in "My trainings" on the next run
+MAX_APPEND_BYTES = 2 * 2**20
 FINISHED = ("succeeded", "failed")
 FOLLOW_MAX_SECONDS = 600.0
 POLL_SECONDS = 0.5
@@ -22,6 +27,33 @@ client = session.client()
 user = session.current_user() or {}
 st.title(":material/model_training: Training studio")
 st.caption("Train a model from your own CSV data, publish it at a price, and earn a share of every paid prediction.")
+if DONE in st.session_state:
+    st.success(str(st.session_state.pop(DONE)), icon=":material/check_circle:")
+
+
+def done(message: str) -> None:
+    """Shows ``message`` at the top of the page after a rerun that brings every table up to date."""
+    st.session_state[DONE] = message
+    st.rerun()
+
+
+def attempt(action: Any, prefix: str) -> Any:
+    """Runs an API action; on failure shows the API's detail and returns None."""
+    try:
+        return action()
+    except ApiError as exc:
+        session.show_error(exc, prefix)
+        return None
+
+
+def act(action: Any, prefix: str) -> bool:
+    """Runs an API action that answers nothing; on failure shows the API's detail and returns False."""
+    try:
+        action()
+    except ApiError as exc:
+        session.show_error(exc, prefix)
+        return False
+    return True
 
 
 def hyperparameter_input(algorithm: str, name: str, spec: dict[str, Any]) -> Any:
@@ -116,9 +148,12 @@ def importance_chart(report: dict[str, Any]) -> alt.Chart | None:
     )
 
 
-def show_job(client: ApiClient, job: dict[str, Any]) -> None:
+def show_job(client: ApiClient, job: dict[str, Any], where: str = "") -> None:
+    """A job's status and, once it succeeded, its report, downloads and the publish form.
+
+    ``where`` prefixes the widget keys, so the same job can be shown in two tabs.
+    """
     job = follow(client, job)
-    st.session_state[CURRENT_JOB] = job
     cols = st.columns(4)
     cols[0].markdown(f"**Status**  \n{fmt.status_badge(str(job.get('status')))}")
     cols[1].markdown(f"**Algorithm**  \n{job.get('algorithm')}")
@@ -157,14 +192,30 @@ def show_job(client: ApiClient, job: dict[str, Any]) -> None:
             mime="application/pdf",
             icon=":material/picture_as_pdf:",
             on_click="ignore",
-            key=f"pdf-{job['id']}",
+            key=f"{where}pdf-{job['id']}",
+        )
+    try:
+        artifact = client.training_artifact(str(job["id"]))
+    except ApiError as exc:
+        session.show_error(exc, "The model file cannot be downloaded: ")
+    else:
+        st.download_button(
+            "Download the trained model (skops)",
+            data=artifact,
+            file_name=f"model-{job['id']}.skops",
+            mime="application/octet-stream",
+            icon=":material/download:",
+            on_click="ignore",
+            key=f"{where}artifact-{job['id']}",
         )
     st.subheader("Publish this model")
-    with st.form(f"publish-{job['id']}"):
-        name = st.text_input("Catalog name", placeholder="lowercase letters, digits and dashes", key="publish_name")
-        description = st.text_area("Description", max_chars=2000, key="publish_description")
+    with st.form(f"{where}publish-{job['id']}"):
+        name = st.text_input(
+            "Catalog name", placeholder="lowercase letters, digits and dashes", key=f"{where}publish_name"
+        )
+        description = st.text_area("Description", max_chars=2000, key=f"{where}publish_description")
         price = st.number_input(
-            "Price per row (credits)", min_value=1, max_value=1_000_000, value=1, key="publish_price"
+            "Price per row (credits)", min_value=1, max_value=1_000_000, value=1, key=f"{where}publish_price"
         )
         if st.form_submit_button("Publish", type="primary", icon=":material/publish:"):
             try:
@@ -176,6 +227,238 @@ def show_job(client: ApiClient, job: dict[str, Any]) -> None:
                     f"Published {model['name']} v{model['version']} at {fmt.credits(model['price_per_row'])} per row.",
                     icon=":material/storefront:",
                 )
+
+
+def csv_records(data: bytes) -> list[dict[str, Any]]:
+    """The rows of a small CSV file as JSON records (missing values as null); ValueError when unreadable."""
+    if len(data) > MAX_APPEND_BYTES:
+        raise ValueError(f"the file is larger than {MAX_APPEND_BYTES // 2**20} MiB")
+    try:
+        frame = pd.read_csv(io.BytesIO(data))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError("the file is not a UTF-8 CSV with a header row") from exc
+    if frame.empty:
+        raise ValueError("the file has no rows")
+    return list(json.loads(frame.to_json(orient="records")))
+
+
+def dataset_details(info: dict[str, Any]) -> None:
+    figures = st.columns(4)
+    figures[0].metric("Version", info.get("version"), border=True)
+    figures[1].metric("Rows", f"{int(info.get('rows') or 0):,}", border=True)
+    figures[2].metric("Columns", len(info.get("columns") or []), border=True)
+    figures[3].metric("Task", fmt.TASK_LABELS.get(str(info.get("task")), str(info.get("task"))), border=True)
+    target = info.get("target_summary") or {}
+    left, right = st.columns(2)
+    with left:
+        st.markdown(f"**Target `{target.get('name')}`** ({int(target.get('missing') or 0)} missing)")
+        classes = target.get("classes")
+        if isinstance(classes, dict) and classes:
+            counts = pd.DataFrame([{"class": str(k), "rows": int(v)} for k, v in classes.items()])
+            st.altair_chart(
+                alt.Chart(counts)
+                .mark_bar()
+                .encode(x=alt.X("class:N", sort=None), y="rows:Q", tooltip=["class:N", "rows:Q"])
+                .properties(height=200),
+                width="stretch",
+            )
+        else:
+            st.markdown(
+                f"From {target.get('min', '—'):.4g} to {target.get('max', '—'):.4g}, mean {target.get('mean', '—'):.4g}"
+                if all(isinstance(target.get(k), int | float) for k in ("min", "max", "mean"))
+                else "No summary of the target."
+            )
+    with right:
+        st.markdown("**Versions**")
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "version": v.get("version"),
+                        "rows": v.get("rows"),
+                        "note": v.get("note"),
+                        "created": fmt.parse_time(v.get("created_at")),
+                    }
+                    for v in info.get("versions") or []
+                ]
+            ),
+            hide_index=True,
+            width="stretch",
+        )
+    summary = info.get("column_summary") or []
+    if summary:
+        st.markdown("**Columns**")
+        st.dataframe(pd.DataFrame(summary), hide_index=True, width="stretch")
+
+
+def manage_dataset(client: ApiClient, by_id: dict[int, dict[str, Any]]) -> None:
+    """One dataset: its info, appending rows, resetting, the trash and deleting for good."""
+    st.subheader("Open a dataset")
+    if st.session_state.get("dataset_pick") not in by_id:
+        st.session_state.pop("dataset_pick", None)
+    dataset_id = st.selectbox(
+        "Dataset",
+        list(by_id),
+        format_func=lambda i: (
+            f"#{i} {by_id[i]['name']} v{by_id[i]['version']} · {by_id[i]['rows']:,} rows"
+            + (" · in the trash" if by_id[i].get("deleted") else "")
+        ),
+        key="dataset_pick",
+    )
+    dataset = by_id[int(dataset_id)]
+    name = f"{dataset['name']} (#{dataset['id']})"
+    if dataset.get("deleted"):
+        st.info("This dataset is in the trash: restore it to train on it again.", icon=":material/delete:")
+        if (
+            st.button("Restore", icon=":material/restore_from_trash:", key="dataset_restore")
+            and attempt(lambda: client.restore_dataset(int(dataset_id)), "The dataset was not restored: ") is not None
+        ):
+            done(f"Dataset {name} is back.")
+    else:
+        info = attempt(lambda: client.dataset_info(int(dataset_id)), "The dataset's summary cannot be shown: ")
+        if info is not None:
+            dataset_details(info)
+        with st.form("append-rows", clear_on_submit=True):
+            st.markdown(
+                "**Append rows**: a CSV file with the dataset's columns; they become a new version "
+                f"(at most {MAX_APPEND_BYTES // 2**20} MiB)."
+            )
+            more = st.file_uploader("CSV file with more rows", type=["csv"], key="append_file")
+            if st.form_submit_button("Append rows", icon=":material/playlist_add:"):
+                if more is None:
+                    st.error("Choose a CSV file first.")
+                else:
+                    try:
+                        rows = csv_records(more.getvalue())
+                    except ValueError as exc:
+                        st.error(f"The rows were not appended: {exc}.", icon=":material/error:")
+                    else:
+                        grown = attempt(
+                            lambda: client.append_rows(int(dataset_id), rows), "The rows were not appended: "
+                        )
+                        if grown is not None:
+                            done(
+                                f"Appended {len(rows):,} rows to {name}: version {grown['version']} "
+                                f"has {grown['rows']:,} rows."
+                            )
+        actions = st.columns(2)
+        if actions[0].button(
+            "Reset to version 1",
+            icon=":material/history:",
+            key="dataset_reset",
+            help="Adds a new version with the rows of the first one; earlier versions are kept.",
+        ):
+            reset = attempt(lambda: client.reset_dataset(int(dataset_id)), "The dataset was not reset: ")
+            if reset is not None:
+                done(
+                    f"Dataset {name} is back to its first rows as version {reset['version']} ({reset['rows']:,} rows)."
+                )
+        if actions[1].button("Move to the trash", icon=":material/delete:", key="dataset_trash") and act(
+            lambda: client.delete_dataset(int(dataset_id)), "The dataset was not deleted: "
+        ):
+            done(f"Dataset {name} is in the trash; restore it from here.")
+    with st.expander("Delete for good"):
+        sure = st.checkbox(
+            f"Delete {name}, every version and its files for good; this cannot be undone",
+            key=f"dataset_hard_sure-{dataset_id}",
+        )
+        if st.button(
+            "Delete for good",
+            type="primary",
+            disabled=not sure,
+            icon=":material/delete_forever:",
+            key=f"dataset_hard-{dataset_id}",
+        ) and act(lambda: client.delete_dataset(int(dataset_id), hard=True), "The dataset was not deleted: "):
+            done(f"Dataset {name} is deleted for good.")
+
+
+def job_label(job: dict[str, Any]) -> str:
+    started = fmt.parse_time(job.get("created_at"))
+    when = started.strftime("%Y-%m-%d %H:%M") if started else "?"
+    label = f"{when} · {job.get('algorithm')} on {job.get('target')!r} · {job.get('status')} · {str(job.get('id'))[:8]}"
+    return label + (" · in the trash" if job.get("deleted") else "")
+
+
+def manage_job(client: ApiClient, by_id: dict[str, dict[str, Any]]) -> None:
+    """One past training: its report, retraining, the trash and deleting for good."""
+    st.subheader("Open a training")
+    pending = st.session_state.pop(OPEN_JOB, None)
+    if pending in by_id:
+        st.session_state["job_pick"] = pending
+    elif st.session_state.get("job_pick") not in by_id:
+        st.session_state.pop("job_pick", None)
+    job_id = str(st.selectbox("Training", list(by_id), format_func=lambda i: job_label(by_id[i]), key="job_pick"))
+    job = by_id[job_id]
+    short = job_id[:8]
+    if job.get("deleted"):
+        st.info("This training is in the trash: restore it to read its report again.", icon=":material/delete:")
+        if (
+            st.button("Restore", icon=":material/restore_from_trash:", key="job_restore")
+            and attempt(lambda: client.restore_training_job(job_id), "The training was not restored: ") is not None
+        ):
+            done(f"Training {short} is back.")
+    else:
+        show_job(client, job, where="past_")
+        st.subheader("Train it again")
+        datasets = session.call(client.datasets)
+        with st.form(f"retrain-{job_id}"):
+            by_dataset = {int(d["id"]): d for d in datasets}
+            options = list(by_dataset)
+            same = job.get("dataset_id")
+            st.caption(
+                f"The same algorithm ({job.get('algorithm')}) on the current version of a dataset; "
+                "the hyperparameters below are the ones of this training."
+            )
+            chosen_dataset = st.selectbox(
+                "Dataset",
+                options,
+                index=options.index(same) if same in options else 0,
+                format_func=lambda i: (
+                    f"#{i} {by_dataset[i]['name']} v{by_dataset[i]['version']} · {by_dataset[i]['rows']:,} rows"
+                ),
+                key=f"retrain_dataset-{job_id}",
+            )
+            params = st.text_area(
+                "Hyperparameters (JSON)",
+                value=json.dumps(job.get("hyperparameters") or {}, indent=2),
+                key=f"retrain_params-{job_id}",
+            )
+            if st.form_submit_button("Retrain", type="primary", icon=":material/replay:"):
+                try:
+                    hyperparameters = json.loads(params or "{}")
+                except ValueError:
+                    hyperparameters = None
+                if not isinstance(hyperparameters, dict):
+                    st.error('The hyperparameters must be a JSON object, like {"n_estimators": 50}.')
+                elif chosen_dataset is None:
+                    st.error("Upload a dataset first.")
+                else:
+                    new = attempt(
+                        lambda: client.retrain(job_id, int(chosen_dataset), hyperparameters),
+                        "The training did not start: ",
+                    )
+                    if new is not None:
+                        st.session_state[OPEN_JOB] = new["id"]
+                        done(f"Training {str(new['id'])[:8]} started: a retraining of {short}.")
+        st.subheader("Delete")
+        if st.button("Move to the trash", icon=":material/delete:", key="job_trash") and act(
+            lambda: client.delete_training_job(job_id), "The training was not deleted: "
+        ):
+            done(f"Training {short} is in the trash; restore it from here.")
+    with st.expander("Delete for good"):
+        sure = st.checkbox(
+            f"Delete training {short} and its model file for good (a published model keeps its file); "
+            "this cannot be undone",
+            key=f"job_hard_sure-{job_id}",
+        )
+        if st.button(
+            "Delete for good",
+            type="primary",
+            disabled=not sure,
+            icon=":material/delete_forever:",
+            key=f"job_hard-{job_id}",
+        ) and act(lambda: client.delete_training_job(job_id, hard=True), "The training was not deleted: "):
+            done(f"Training {short} is deleted for good.")
 
 
 datasets_tab, train_tab, jobs_tab, earnings_tab = st.tabs(["Datasets", "Train", "My trainings", "Models and earnings"])
@@ -202,8 +485,8 @@ with datasets_tab:
                         f"{len(created['columns'])} columns, a {created['task']} task on {created['target']!r}.",
                         icon=":material/check_circle:",
                     )
-    datasets = session.call(client.datasets)
-    if datasets:
+    all_datasets = session.call(lambda: client.datasets(include_deleted=True))
+    if all_datasets:
         st.dataframe(
             pd.DataFrame(
                 [
@@ -215,13 +498,16 @@ with datasets_tab:
                         "task": d["task"],
                         "target": d["target"],
                         "columns": ", ".join(d["columns"]),
+                        "in trash": bool(d.get("deleted")),
                     }
-                    for d in datasets
+                    for d in all_datasets
                 ]
             ),
             hide_index=True,
             width="stretch",
         )
+        st.divider()
+        manage_dataset(client, {int(d["id"]): d for d in all_datasets})
     else:
         st.caption("No dataset yet.")
 
@@ -275,10 +561,11 @@ with train_tab:
         current = st.session_state.get(CURRENT_JOB)
         if isinstance(current, dict):
             st.divider()
+            st.session_state[CURRENT_JOB] = current = follow(client, current)
             show_job(client, current)
 
 with jobs_tab:
-    jobs = session.call(client.training_jobs)
+    jobs = session.call(lambda: client.training_jobs(include_deleted=True))
     if not jobs:
         st.caption("No training yet.")
     else:
@@ -292,6 +579,7 @@ with jobs_tab:
                         "rows": j.get("rows"),
                         "status": j.get("status"),
                         "cost": j.get("cost"),
+                        "in trash": bool(j.get("deleted")),
                         "id": j.get("id"),
                     }
                     for j in jobs
@@ -299,7 +587,10 @@ with jobs_tab:
             ),
             hide_index=True,
             width="stretch",
+            column_config={"started": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm")},
         )
+        st.divider()
+        manage_job(client, {str(j["id"]): j for j in jobs})
 
 with earnings_tab:
     mine = [m for m in session.call(client.models) if m.get("owner") == user.get("email")]
@@ -325,6 +616,20 @@ with earnings_tab:
             hide_index=True,
             width="stretch",
         )
+        names = sorted({str(m["name"]) for m in mine})
+        with st.expander("Unpublish a model"):
+            st.caption(
+                "Takes every version of the model out of the catalog; predictions already made keep their history."
+            )
+            gone = st.selectbox("Model", names, key="unpublish_name")
+            sure = st.checkbox(f"Take {gone} out of the catalog", key=f"unpublish_sure-{gone}")
+            if st.button(
+                "Unpublish", type="primary", disabled=not sure, icon=":material/unpublished:", key="unpublish"
+            ):
+                hidden = attempt(lambda: client.unpublish(str(gone)), "The model was not unpublished: ")
+                if hidden is not None:
+                    versions = len(hidden)
+                    done(f"{gone} is out of the catalog ({versions} version{'s' if versions != 1 else ''}).")
     if payouts:
         frame = pd.DataFrame(
             [{"day": fmt.parse_time(e.get("created_at")), "credits": int(e.get("amount") or 0)} for e in payouts]

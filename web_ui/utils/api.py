@@ -205,8 +205,24 @@ class ApiClient:
 
     # -- training studio ----------------------------------------------------------------------------
 
-    def datasets(self) -> list[dict[str, Any]]:
-        return list(self._json("GET", "/datasets"))
+    def datasets(self, include_deleted: bool = False) -> list[dict[str, Any]]:
+        params = {"include_deleted": "true"} if include_deleted else {}
+        return list(self._json("GET", "/datasets", params=params))
+
+    def dataset_info(self, dataset_id: int) -> dict[str, Any]:
+        return dict(self._json("GET", f"/datasets/{dataset_id}/info"))
+
+    def append_rows(self, dataset_id: int, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return dict(self._json("POST", f"/datasets/{dataset_id}/rows", json={"rows": rows}))
+
+    def reset_dataset(self, dataset_id: int) -> dict[str, Any]:
+        return dict(self._json("POST", f"/datasets/{dataset_id}/reset"))
+
+    def restore_dataset(self, dataset_id: int) -> dict[str, Any]:
+        return dict(self._json("POST", f"/datasets/{dataset_id}/restore"))
+
+    def delete_dataset(self, dataset_id: int, hard: bool = False) -> None:
+        self.request("DELETE", f"/datasets/{dataset_id}", params={"hard": "true"} if hard else {})
 
     def upload_dataset(self, filename: str, data: bytes, target: str | None = None, name: str | None = None) -> Any:
         form = {k: v for k, v in (("target", target), ("name", name)) if v}
@@ -218,8 +234,11 @@ class ApiClient:
     def start_training(self, body: dict[str, Any]) -> dict[str, Any]:
         return dict(self._json("POST", "/training-jobs", json=body))
 
-    def training_jobs(self, limit: int = 100) -> list[dict[str, Any]]:
-        return list(self._json("GET", "/training-jobs", params={"limit": limit}))
+    def training_jobs(self, limit: int = 100, include_deleted: bool = False) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if include_deleted:
+            params["include_deleted"] = "true"
+        return list(self._json("GET", "/training-jobs", params=params))
 
     def training_job(self, job_id: str) -> dict[str, Any]:
         return dict(self._json("GET", f"/training-jobs/{job_id}"))
@@ -229,6 +248,28 @@ class ApiClient:
 
     def training_report_pdf(self, job_id: str) -> bytes:
         return self.request("GET", f"/training-jobs/{job_id}/report.pdf").content
+
+    def training_artifact(self, job_id: str) -> bytes:
+        return self.request("GET", f"/training-jobs/{job_id}/artifact").content
+
+    def retrain(
+        self, job_id: str, dataset_id: int | None = None, hyperparameters: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        if dataset_id is not None:
+            body["dataset_id"] = dataset_id
+        if hyperparameters is not None:
+            body["hyperparameters"] = hyperparameters
+        return dict(self._json("POST", f"/training-jobs/{job_id}/retrain", json=body))
+
+    def restore_training_job(self, job_id: str) -> dict[str, Any]:
+        return dict(self._json("POST", f"/training-jobs/{job_id}/restore"))
+
+    def delete_training_job(self, job_id: str, hard: bool = False) -> None:
+        self.request("DELETE", f"/training-jobs/{job_id}", params={"hard": "true"} if hard else {})
+
+    def unpublish(self, name: str) -> list[dict[str, Any]]:
+        return list(self._json("POST", f"/models/{name}/unpublish"))
 
     def publish(self, job_id: str, name: str, price_per_row: int, description: str = "") -> dict[str, Any]:
         body = {"training_job_id": job_id, "name": name, "price_per_row": price_per_row, "description": description}

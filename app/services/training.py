@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,7 +30,11 @@ from app.services import catalog, datasets, ledger
 from app.store.base import ArtifactRef, ArtifactStore
 
 MAX_SHARDS = 8
+MERGING = "merging shards"
+# How long a finalizer may hold the merge of a sharded job before another worker may take it over.
+MERGE_LEASE_SECONDS = 600.0
 _jobs: sa.Table = TrainingJob.__table__  # type: ignore[attr-defined]
+_shards: sa.Table = TrainingShard.__table__  # type: ignore[attr-defined]
 
 
 def cost_of(rows: int, settings: Settings) -> int:
@@ -71,11 +76,9 @@ def _checked_request(
         )
     if request.shards > 1 and spec.merge is None:
         mergeable = ", ".join(a.name for a in ALGORITHMS.values() if a.merge)
-        raise Unprocessable(f"{spec.name} cannot be trained in shards: its shards cannot be merged; use {mergeable}")
-    if request.shards > 1:
-        # The shard tables exist, the fan-out to several workers and the merge do not yet: refuse rather than
-        # quietly train in one piece.
-        raise Unprocessable("sharded training is not available yet; send shards: 1")
+        raise Unprocessable(
+            f"{spec.name} cannot be trained in shards: its shards cannot be merged; algorithms that can: {mergeable}"
+        )
     return dataset, version, target, hyperparameters, spec.task
 
 
@@ -105,9 +108,20 @@ def submit(
     ledger.charge(
         session, user_id=user_id, amount=job.cost, task_id=job.id, memo=f"training {job.algorithm} on {dataset.name}"
     )
-    session.add(OutboxMessage(task_id=job.id, queue=TRAIN_QUEUE, payload={"task_id": job.id}))
+    if job.shards == 1:
+        session.add(OutboxMessage(task_id=job.id, queue=TRAIN_QUEUE, payload={"task_id": job.id}))
+    else:
+        # One message per shard, so different workers take them; all in the transaction of the job and its charge.
+        for index in range(job.shards):
+            shard = TrainingShard(id=str(uuid.uuid4()), job_id=job.id, index=index)
+            session.add(shard)
+            session.add(OutboxMessage(task_id=shard.id, queue=TRAIN_QUEUE, payload=shard_message(shard)))
     session.commit()
     return job
+
+
+def shard_message(shard: TrainingShard) -> dict[str, Any]:
+    return {"task_id": shard.job_id, "shard_id": shard.id}
 
 
 def retrain(
@@ -250,8 +264,12 @@ def complete(
     return True
 
 
-def fail(session: Session, *, job_id: str, reason: str) -> bool:
-    """Marks a job failed and refunds its charge, in one transaction, exactly once."""
+def fail(session: Session, *, job_id: str, reason: str, shard_id: str | None = None) -> bool:
+    """Marks a job failed and refunds its charge, in one transaction, exactly once.
+
+    For a sharded job, ``shard_id`` (the shard that failed) gets ``reason`` and every other unfinished shard is
+    closed as failed too, so a shard still training elsewhere cannot succeed afterwards.
+    """
     now = utcnow()
     updated = session.execute(
         sa.update(_jobs)
@@ -261,6 +279,17 @@ def fail(session: Session, *, job_id: str, reason: str) -> bool:
     if updated.rowcount != 1:  # type: ignore[attr-defined]
         session.rollback()
         return False
+    if shard_id is not None:
+        session.execute(
+            sa.update(_shards)
+            .where(_shards.c.id == shard_id, _shards.c.job_id == job_id, _shards.c.status.in_(OPEN_STATUSES))
+            .values(status=TaskStatus.failed.value, error=reason[:2000], finished_at=now)
+        )
+    session.execute(
+        sa.update(_shards)
+        .where(_shards.c.job_id == job_id, _shards.c.status.in_(OPEN_STATUSES))
+        .values(status=TaskStatus.failed.value, error="the job failed: another shard failed", finished_at=now)
+    )
     ledger.refund(session, task_id=job_id, memo="training failed")
     session.commit()
     return True
@@ -268,6 +297,151 @@ def fail(session: Session, *, job_id: str, reason: str) -> bool:
 
 def open_job_ids(session: Session) -> list[str]:
     return list(session.exec(select(TrainingJob.id).where(col(TrainingJob.status).in_(OPEN_STATUSES))).all())
+
+
+def open_job_messages(session: Session) -> list[tuple[str, dict[str, Any]]]:
+    """(message id, payload) of every unfinished job: one per job, or one per shard that has not failed."""
+    jobs = session.exec(select(TrainingJob).where(col(TrainingJob.status).in_(OPEN_STATUSES))).all()
+    sharded = [j.id for j in jobs if j.shards > 1]
+    shards = (
+        session.exec(
+            select(TrainingShard).where(
+                col(TrainingShard.job_id).in_(sharded), TrainingShard.status != TaskStatus.failed.value
+            )
+        ).all()
+        if sharded
+        else []
+    )
+    messages = [(j.id, {"task_id": j.id}) for j in jobs if j.shards == 1]
+    return messages + [(s.id, shard_message(s)) for s in shards]
+
+
+# -- shards of a sharded job ------------------------------------------------------------------------------
+
+
+def start_shard(session: Session, *, job_id: str, shard_id: str, worker: str) -> TrainingShard | None:
+    """Marks a shard running on ``worker`` (and its job running, on the first shard).
+
+    None when the job is finished or the shard unknown; a shard that already succeeded is returned as it is,
+    so a redelivered message can still see the job to its merge.
+    """
+    now = utcnow()
+    session.execute(
+        sa.update(_jobs)
+        .where(_jobs.c.id == job_id, _jobs.c.status == TaskStatus.queued.value)
+        .values(
+            status=TaskStatus.running.value,
+            attempts=_jobs.c.attempts + 1,
+            progress=5,
+            stage="training shards",
+            started_at=sa.func.coalesce(_jobs.c.started_at, now),
+            updated_at=now,
+        )
+    )
+    job_open = session.execute(
+        sa.select(_jobs.c.id).where(_jobs.c.id == job_id, _jobs.c.status == TaskStatus.running.value)
+    ).first()
+    if job_open is None:
+        session.rollback()
+        return None
+    session.execute(
+        sa.update(_shards)
+        .where(_shards.c.id == shard_id, _shards.c.job_id == job_id, _shards.c.status.in_(OPEN_STATUSES))
+        .values(status=TaskStatus.running.value, attempts=_shards.c.attempts + 1, worker=worker[:128])
+    )
+    session.commit()
+    shard = session.get(TrainingShard, shard_id)
+    if shard is None or shard.job_id != job_id or shard.status == TaskStatus.failed.value:
+        return None
+    session.refresh(shard)
+    return shard
+
+
+def complete_shard(
+    session: Session, *, shard_id: str, rows: int, artifact: ArtifactRef, duration_seconds: float
+) -> bool:
+    """Records a trained shard and moves its job's progress on. False when the shard was already closed."""
+    now = utcnow()
+    updated = session.execute(
+        sa.update(_shards)
+        .where(_shards.c.id == shard_id, _shards.c.status == TaskStatus.running.value)
+        .values(
+            status=TaskStatus.succeeded.value,
+            rows=rows,
+            artifact_md5=artifact.md5,
+            artifact_size=artifact.size,
+            artifact_path=artifact.path,
+            duration_seconds=duration_seconds,
+            error=None,
+            finished_at=now,
+        )
+    )
+    if updated.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        return False
+    session.commit()
+    return True
+
+
+def shards_of(session: Session, job_id: str) -> list[TrainingShard]:
+    return list(
+        session.exec(select(TrainingShard).where(TrainingShard.job_id == job_id).order_by(col(TrainingShard.index)))
+    )
+
+
+def shard_ref(shard: TrainingShard) -> ArtifactRef | None:
+    if shard.artifact_md5 is None or shard.artifact_size is None or shard.artifact_path is None:
+        return None
+    return ArtifactRef(md5=shard.artifact_md5, size=shard.artifact_size, path=shard.artifact_path)
+
+
+def note_shard_progress(session: Session, job_id: str) -> None:
+    """The job's progress and stage from its shards: 10 % to 85 % as they finish."""
+    shards = shards_of(session, job_id)
+    done = sum(s.status == TaskStatus.succeeded.value for s in shards)
+    session.execute(
+        sa.update(_jobs)
+        .where(_jobs.c.id == job_id, _jobs.c.status == TaskStatus.running.value, _jobs.c.stage != MERGING)
+        .values(
+            progress=10 + 75 * done // max(len(shards), 1),
+            stage=f"trained {done} of {len(shards)} shards",
+            updated_at=utcnow(),
+        )
+    )
+    session.commit()
+
+
+def claim_merge(session: Session, job_id: str, *, lease_seconds: float = MERGE_LEASE_SECONDS) -> bool:
+    """The finalizer's guard: True for exactly one caller once every shard has succeeded.
+
+    A conditional update on the job: only a running job whose merge nobody holds (or whose holder let its lease
+    run out, having died mid-merge) can be claimed.
+    """
+    if any(s.status != TaskStatus.succeeded.value for s in shards_of(session, job_id)):
+        session.rollback()
+        return False
+    now = utcnow()
+    updated = session.execute(
+        sa.update(_jobs)
+        .where(
+            _jobs.c.id == job_id,
+            _jobs.c.status == TaskStatus.running.value,
+            sa.or_(_jobs.c.stage != MERGING, _jobs.c.updated_at < now - timedelta(seconds=lease_seconds)),
+        )
+        .values(stage=MERGING, progress=90, updated_at=now)
+    )
+    session.commit()
+    return updated.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+
+def release_merge(session: Session, job_id: str) -> None:
+    """Gives the merge back after an error, so the retried message can claim it again."""
+    session.execute(
+        sa.update(_jobs)
+        .where(_jobs.c.id == job_id, _jobs.c.status == TaskStatus.running.value, _jobs.c.stage == MERGING)
+        .values(stage="shards trained", updated_at=utcnow())
+    )
+    session.commit()
 
 
 # -- lifecycle ------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from app.core.config import Settings
+from app.runtime.model import ModelRuntime
 from app.services import ledger
 from tests.conftest import make_settings
 from tests.s3_server import S3Server
@@ -54,22 +55,38 @@ def settings(database_url: str, rabbitmq_url: str, s3_server: S3Server, tmp_path
     )
 
 
-@pytest.fixture
-def worker(settings: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+def start_worker(settings: Settings, tmp_path: Path, name: str = "worker") -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLMARKET_")}
     for field, value in settings.model_dump().items():
         if value is not None:
             env[f"MLMARKET_{field.upper()}"] = str(value.value if hasattr(value, "value") else value)
     env.pop("MLMARKET_STORE_DIR", None)
-    env.update(MLMARKET_DATA_DIR=str(tmp_path / "worker"), MLMARKET_WORKER_HEALTH_PORT="0")
-    log = (tmp_path / "worker.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "ml_worker"], env=env, cwd=REPO, stdout=log, stderr=log)
-    yield proc
+    env.update(MLMARKET_DATA_DIR=str(tmp_path / name), MLMARKET_WORKER_HEALTH_PORT="0")
+    log = (tmp_path / f"{name}.log").open("wb")
+    return subprocess.Popen([sys.executable, "-m", "ml_worker"], env=env, cwd=REPO, stdout=log, stderr=log)
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture
+def worker(settings: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    proc = start_worker(settings, tmp_path)
+    yield proc
+    stop_worker(proc)
+
+
+@pytest.fixture
+def two_workers(settings: Settings, tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs = [start_worker(settings, tmp_path, f"worker-{i}") for i in range(2)]
+    yield procs
+    for proc in procs:
+        stop_worker(proc)
 
 
 def top_up(client: TestClient, headers: dict[str, str], amount: int) -> None:
@@ -160,3 +177,75 @@ def test_train_publish_predict_and_the_author_earns_on_real_services(
     assert seen["queues"] == ["tasks.predict", "tasks.train"]
     assert seen["memory_bytes"] > 10_000_000 and seen["current_task"] is None
     assert client.get("/api/v1/admin/workers", headers=author).status_code == 403
+
+
+def test_sharded_random_forest_on_two_worker_processes(
+    client: TestClient,
+    make_user: Callable[..., dict[str, str]],
+    admin_headers: dict[str, str],
+    two_workers: list[subprocess.Popen[bytes]],
+    engine: Engine,
+) -> None:
+    author = make_user()
+    top_up(client, author, 30)
+    frame: pd.DataFrame = load_wine(as_frame=True).frame
+    r = client.post("/api/v1/datasets", files={"file": ("wine.csv", frame.to_csv(index=False))}, headers=author)
+    assert r.status_code == 201, r.text
+
+    # Both workers consume tasks.train once their first heartbeat is in (it is written after they subscribe).
+    deadline = time.monotonic() + 60
+    while len(names := {w["name"] for w in client.get("/api/v1/admin/workers", headers=admin_headers).json()}) < 2:
+        assert time.monotonic() < deadline, names
+        time.sleep(0.2)
+
+    r = client.post(
+        JOBS,
+        json={
+            "dataset_id": r.json()["id"],
+            "algorithm": "RandomForestClassifier",
+            "hyperparameters": {"n_estimators": 15, "random_state": 7},
+            "shards": 2,
+        },
+        headers=author,
+    )
+    assert r.status_code == 202, r.text
+    job = r.json()
+    done = wait_for(lambda: client.get(f"{JOBS}/{job['id']}", headers=author).json())
+    assert done["status"] == "succeeded", done
+    shards = done["shard_status"]
+    assert [s["status"] for s in shards] == ["succeeded", "succeeded"]
+    assert sum(s["rows"] for s in shards) == 142
+    # Each worker takes one training message at a time (prefetch 1) and the two shard messages go out together,
+    # so while one worker trains the first shard the broker hands the second to the other.
+    assert {s["worker"] for s in shards} == names
+
+    artifact = client.get(f"{JOBS}/{job['id']}/artifact", headers=author)
+    assert artifact.status_code == 200
+    path = tmp_model(artifact.content)
+    runtime = ModelRuntime.load(path)
+    model = runtime.estimator.named_steps["model"]
+    assert model.n_estimators == len(model.estimators_) == 15 * 2
+    rows = frame.drop(columns="target").head(4).to_dict("records")
+    assert runtime.predict(rows) == frame["target"].head(4).tolist()
+
+    r = client.post(
+        "/api/v1/models",
+        json={"training_job_id": job["id"], "name": "wine-sharded", "price_per_row": 1},
+        headers=author,
+    )
+    assert r.status_code == 201, r.text
+    task = client.post("/api/v1/predictions", json={"model": "wine-sharded", "rows": rows}, headers=author).json()
+    predicted = wait_for(lambda: client.get(f"/api/v1/predictions/{task['id']}", headers=author).json())
+    assert predicted["status"] == "succeeded" and predicted["results"] == frame["target"].head(4).tolist()
+    # 10 for the training (settled once) and 4 rows at 1 credit; the author earns their share of their own rows.
+    assert balance(client, author) == 30 - 10 - 4 + 2
+    with Session(engine) as s:
+        assert ledger.verify(s).ok
+
+
+def tmp_model(content: bytes) -> Path:
+    import tempfile
+
+    path = Path(tempfile.mkdtemp()) / "model.skops"
+    path.write_bytes(content)
+    return path

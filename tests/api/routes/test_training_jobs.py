@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from pypdf import PdfReader
-from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris, load_wine
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from app.core.errors import ArtifactMissing
+from app.models.ledger import ChargeHold, LedgerEntry
 from app.runtime.model import ModelRuntime
 from app.services import ledger
 from app.store import ArtifactRef, make_store
@@ -139,8 +140,11 @@ def test_bad_requests_move_no_money(client: TestClient, make_user: Callable[...,
         ({"algorithm": "SVC"}, 422, "unknown algorithm 'SVC'"),
         ({"algorithm": "LogisticRegression", "target": "nope"}, 422, "the target column 'nope' is not in dataset"),
         ({"algorithm": "GradientBoostingRegressor", "shards": 2, "target": "sepal length (cm)"}, 422,
-         "GradientBoostingRegressor cannot be trained in shards"),
-        ({"algorithm": "RandomForestClassifier", "shards": 2}, 422, "sharded training is not available yet"),
+         "GradientBoostingRegressor cannot be trained in shards: its shards cannot be merged; algorithms that can: "
+         "LinearRegression, Ridge, RandomForestRegressor, LogisticRegression, RandomForestClassifier"),
+        ({"algorithm": "KNeighborsClassifier", "shards": 2}, 422, "KNeighborsClassifier cannot be trained in shards"),
+        ({"algorithm": "CatBoostClassifier", "shards": 3}, 422, "CatBoostClassifier cannot be trained in shards"),
+        ({"algorithm": "RandomForestClassifier", "shards": 9}, 422, "shards"),
         ({"algorithm": "LogisticRegression", "dataset_id": 999999}, 404, "dataset 999999 not found"),
         ({"algorithm": "LogisticRegression", "dataset_id": others_dataset}, 404, f"dataset {others_dataset} not found"),
         ({"algorithm": "LogisticRegression", "test_size": 0.9}, 422, "test_size"),
@@ -268,3 +272,116 @@ def test_lifecycle_list_soft_delete_restore_retrain_hard_delete(
     assert client.get(f"{JOBS}/{job['id']}", headers=headers).status_code == 404
     with pytest.raises(ArtifactMissing):
         make_store(settings).fetch(ArtifactRef(md5=md5, size=1, path="training/x/model.skops"))
+
+
+def entries_of(engine: Engine, task_id: str) -> list[tuple[str, int]]:
+    with Session(engine) as s:
+        rows = s.exec(select(LedgerEntry).where(LedgerEntry.task_id == task_id).order_by(LedgerEntry.id)).all()
+        return [(e.kind, e.amount) for e in rows]
+
+
+def hold_status(engine: Engine, task_id: str) -> str:
+    with Session(engine) as s:
+        hold = s.get(ChargeHold, task_id)
+        assert hold is not None
+        return hold.status
+
+
+def test_sharded_training_merges_the_shards_and_settles_once(
+    client: TestClient, make_user: Callable[..., dict[str, str]], engine: Engine
+) -> None:
+    headers = make_user()
+    top_up(client, headers, 100)
+    wine = load_wine(as_frame=True).frame
+    dataset_id = upload(client, headers, wine.to_csv(index=False).encode())  # 178 rows: 142 to train, 36 to test
+    forest = client.post(
+        JOBS,
+        json={
+            "dataset_id": dataset_id,
+            "algorithm": "RandomForestClassifier",
+            "hyperparameters": {"n_estimators": 7, "random_state": 5},
+            "shards": 2,
+        },
+        headers=headers,
+    )
+    assert forest.status_code == 202, forest.text
+    assert forest.json()["shards"] == 2 and [s["status"] for s in forest.json()["shard_status"]] == ["queued"] * 2
+    logistic = client.post(
+        JOBS,
+        json={
+            "dataset_id": dataset_id,
+            "algorithm": "LogisticRegression",
+            "hyperparameters": {"max_iter": 2000},
+            "shards": 2,
+        },
+        headers=headers,
+    ).json()
+    assert balance(client, headers) == 80  # 10 per job, charged once however many shards
+
+    for job in (forest.json(), logistic):
+        done = wait_job(client, headers, job["id"])
+        assert done["status"] == "succeeded", done
+        assert done["progress"] == 100 and done["metrics"]["test_accuracy"] > 0.8
+        shards = done["shard_status"]
+        assert [s["index"] for s in shards] == [0, 1] and {s["status"] for s in shards} == {"succeeded"}
+        assert all(s["worker"] and s["attempts"] == 1 and s["duration_seconds"] > 0 for s in shards)
+        report = client.get(f"{JOBS}/{job['id']}/report", headers=headers).json()
+        assert sum(s["rows"] for s in shards) == report["rows"]["train"] == 142 and report["rows"]["test"] == 36
+        assert sum(map(sum, report["confusion_matrix"])) == 36
+        # The charge is settled once: one charge, one fee to the platform, no refund.
+        assert entries_of(engine, job["id"]) == [("charge", -10), ("fee", 10)]
+        assert hold_status(engine, job["id"]) == "settled"
+    assert balance(client, headers) == 80
+
+    runtime = ModelRuntime.load(
+        written_to_file(client.get(f"{JOBS}/{forest.json()['id']}/artifact", headers=headers).content)
+    )
+    model = runtime.estimator.named_steps["model"]
+    assert model.n_estimators == len(model.estimators_) == 14  # 7 trees from each of the 2 shards
+    rows = wine.drop(columns="target").head(5).to_dict("records")
+    assert runtime.predict(rows) == wine["target"].head(5).tolist()
+    report = client.get(f"{JOBS}/{forest.json()['id']}/report", headers=headers).json()
+    assert report["feature_importance"]["method"] == "native"
+
+    linear = ModelRuntime.load(
+        written_to_file(client.get(f"{JOBS}/{logistic['id']}/artifact", headers=headers).content)
+    )
+    assert linear.estimator.named_steps["model"].coef_.shape == (3, 13)
+    assert linear.predict(rows) == wine["target"].head(5).tolist()
+
+    r = client.post(
+        "/api/v1/models",
+        json={"training_job_id": forest.json()["id"], "name": "wine-sharded", "price_per_row": 1},
+        headers=headers,
+    )
+    assert r.status_code == 201, r.text
+    task = client.post("/api/v1/predictions", json={"model": "wine-sharded", "rows": rows}, headers=headers).json()
+    deadline = time.monotonic() + 30
+    while (done_task := client.get(f"/api/v1/predictions/{task['id']}", headers=headers).json())[
+        "status"
+    ] != "succeeded":
+        assert time.monotonic() < deadline, done_task
+        time.sleep(0.05)
+    assert done_task["results"] == wine["target"].head(5).tolist()
+    verify_ledger(engine)
+
+
+def test_a_failing_shard_fails_the_job_and_refunds_once(
+    client: TestClient, make_user: Callable[..., dict[str, str]], engine: Engine
+) -> None:
+    headers = make_user()
+    top_up(client, headers, 30)
+    # Class 2 has two rows: one lands in the training part, too few for every one of 3 shards to see it.
+    data = b"a,b,target\n" + b"".join(f"{i},{i % 7},{i % 2}\n".encode() for i in range(60)) + b"5,5,2\n6,6,2\n"
+    dataset_id = upload(client, headers, data)
+    job = client.post(
+        JOBS, json={"dataset_id": dataset_id, "algorithm": "LogisticRegression", "shards": 3}, headers=headers
+    ).json()
+    assert balance(client, headers) == 20
+    done = wait_job(client, headers, job["id"])
+    assert done["status"] == "failed"
+    assert "fewer than the 3 shards" in done["error"], done
+    assert {s["status"] for s in done["shard_status"]} == {"failed"}
+    assert balance(client, headers) == 30
+    assert entries_of(engine, job["id"]) == [("charge", -10), ("refund", 10)]
+    verify_ledger(engine)

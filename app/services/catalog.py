@@ -14,6 +14,8 @@ from app.models.user import User
 from app.runtime.schema import Feature
 from app.store.base import ArtifactRef
 
+# Versions that exist for their author and history (an unpublished one is unlisted); only published ones are
+# shown and sold.
 VISIBLE = (ModelStatus.published.value, ModelStatus.unlisted.value)
 
 
@@ -85,6 +87,7 @@ def list_catalog(session: Session) -> Sequence[ModelVersion]:
 
 
 def versions_of(session: Session, name: str) -> Sequence[ModelVersion]:
+    """Every version that is not deleted, unpublished ones included (they keep their version numbers)."""
     return session.exec(
         select(ModelVersion)
         .where(ModelVersion.name == name, col(ModelVersion.status).in_(VISIBLE))
@@ -92,17 +95,24 @@ def versions_of(session: Session, name: str) -> Sequence[ModelVersion]:
     ).all()
 
 
+def published_versions_of(session: Session, name: str) -> Sequence[ModelVersion]:
+    """The versions the catalog shows and sells, newest first."""
+    return session.exec(
+        select(ModelVersion)
+        .where(ModelVersion.name == name, ModelVersion.status == ModelStatus.published.value)
+        .order_by(col(ModelVersion.version).desc())
+    ).all()
+
+
 def resolve(session: Session, name: str, version: int | None = None) -> ModelVersion:
-    """The requested version, or the newest published one. NotFound for unknown or deleted models."""
-    query = select(ModelVersion).where(ModelVersion.name == name, col(ModelVersion.status).in_(VISIBLE))
+    """The requested version, or the newest one. NotFound for unknown, unpublished or deleted models."""
+    query = select(ModelVersion).where(ModelVersion.name == name, ModelVersion.status == ModelStatus.published.value)
     if version is not None:
         model = session.exec(query.where(ModelVersion.version == version)).first()
         if model is None:
             raise NotFound(f"model {name!r} has no version {version}")
         return model
-    model = session.exec(
-        query.where(ModelVersion.status == ModelStatus.published.value).order_by(col(ModelVersion.version).desc())
-    ).first()
+    model = session.exec(query.order_by(col(ModelVersion.version).desc())).first()
     if model is None:
         raise NotFound(f"model {name!r} not found; GET /api/v1/models lists the catalog")
     return model

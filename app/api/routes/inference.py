@@ -49,7 +49,7 @@ def server_metadata() -> dict[str, Any]:
 def _resolve(engine: Engine, name: str, version: int | None) -> tuple[ModelVersion, list[int]]:
     with read_session(engine) as session:
         model = catalog.resolve(session, name, version)
-        versions = [v.version for v in catalog.versions_of(session, name)]
+        versions = [v.version for v in catalog.published_versions_of(session, name)]
         return model, versions
 
 

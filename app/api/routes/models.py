@@ -23,7 +23,7 @@ def list_models(session: ReadSessionDep) -> list[ModelVersionPublic]:
 def read_model(session: ReadSessionDep, name: str = Path(max_length=64)) -> ModelPublic:
     if not re.match(MODEL_NAME_PATTERN, name):
         raise NotFound(f"model {name!r} not found")
-    versions = catalog.versions_of(session, name)
+    versions = catalog.published_versions_of(session, name)
     if not versions:
         raise NotFound(f"model {name!r} not found; GET /api/v1/models lists the catalog")
     owners = catalog.owner_emails(session, versions)

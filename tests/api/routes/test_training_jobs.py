@@ -224,8 +224,17 @@ def test_publish_predict_and_the_author_earns(
     r = client.post("/api/v1/models/my-diabetes/unpublish", headers=author)
     assert r.status_code == 200 and r.json()[0]["status"] == "unlisted"
     assert "my-diabetes" not in [m["name"] for m in client.get("/api/v1/models").json()]
+    assert client.get("/api/v1/models/my-diabetes").status_code == 404
+    for version in (None, 1):
+        r = client.post(
+            "/api/v1/predictions", json={"model": "my-diabetes", "version": version, "rows": [row]}, headers=buyer
+        )
+        assert r.status_code == 404, r.text
+    assert balance(client, buyer) == 80  # refused before any charge
+    assert client.get("/api/v1/models/diabetes-x").status_code == 200  # the other name is still for sale
     history = client.get(f"/api/v1/predictions/{task['id']}", headers=buyer).json()
     assert history["status"] == "succeeded" and history["model"] == "my-diabetes"
+    assert history["results"] and len(history["results"]) == 2
     assert client.post("/api/v1/models/diabetes-x/unpublish", headers=buyer).status_code == 404
 
 

@@ -25,13 +25,15 @@ def _settings() -> Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.core.logging import configure_logging
     from app.main import create_app
 
     settings = _settings()
     host = args.host or settings.host
     port = args.port or settings.port
+    configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings)
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level, proxy_headers=True)
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level, proxy_headers=True, log_config=None)
     return 0
 
 

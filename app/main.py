@@ -19,7 +19,7 @@ from app.api.routes import health, inference
 from app.core import metrics as metrics_
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine
-from app.core.handlers import BodySizeLimitMiddleware, install_error_handlers
+from app.core.handlers import BodySizeLimitMiddleware, RequestIdMiddleware, install_error_handlers
 from app.core.metrics import MetricsMiddleware
 from app.queue.base import PREDICT_QUEUE, TRAIN_QUEUE, dead_queue, make_broker
 from app.runtime.batching import AdaptiveBatcher
@@ -101,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every log line of the request carries its id
 
     app.include_router(api_router)
     app.include_router(health.router)

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from app.core.config import Settings
 from app.core.db import make_engine
+from app.core.logging import configure_logging
 from app.queue.base import PREDICT_QUEUE, TRAIN_QUEUE, make_broker
 from app.runtime.cache import ModelCache
 from app.store import make_store
@@ -68,11 +69,11 @@ async def serve(settings: Settings) -> None:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         settings = Settings()
     except ValidationError as exc:
         sys.exit(f"ml_worker: configuration error: {exc}")
+    configure_logging(settings.log_level, settings.log_format)
     if settings.broker_url is None:
         sys.exit("ml_worker: set MLMARKET_BROKER_URL (the embedded default runs the worker inside the API)")
     asyncio.run(serve(settings))

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from app.core.config import Settings
+from app.core.logging import REQUEST_ID_HEADER, reset_request_id, set_request_id
 from app.models.catalog import ModelVersion
 from app.queue.base import PREDICT_QUEUE, Broker, ConsumerOptions, Delivery
 from app.runtime.cache import ModelCache
@@ -54,6 +55,14 @@ class PredictionWorker:
                 log.warning("task %s failed and was refunded: %s", task_id, reason)
 
     async def handle(self, delivery: Delivery) -> None:
+        # The request id of the HTTP request that created the task: every log line of this task carries it.
+        token = set_request_id(task_request_id(delivery))
+        try:
+            await self._handle(delivery)
+        finally:
+            reset_request_id(token)
+
+    async def _handle(self, delivery: Delivery) -> None:
         task_id = delivery.payload.get("task_id")
         if not isinstance(task_id, str) or not task_id:
             log.error("message %s has no task id; dropping it", delivery.message_id)
@@ -67,13 +76,24 @@ class PredictionWorker:
             raise
         metrics.TASKS.labels(delivery.queue, outcome).inc()
         if outcome != "ignored":
-            metrics.TASK_SECONDS.labels(delivery.queue).observe(time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            metrics.TASK_SECONDS.labels(delivery.queue).observe(seconds)
+            log.info("task %s %s in %.3fs", task_id, outcome, seconds, extra={"task_id": task_id, "outcome": outcome})
 
     async def on_dead(self, delivery: Delivery, reason: str) -> None:
         task_id = delivery.payload.get("task_id")
         if isinstance(task_id, str) and task_id:
-            await asyncio.to_thread(self.fail_task, task_id, f"gave up after {delivery.attempt} attempts: {reason}")
+            token = set_request_id(task_request_id(delivery))
+            try:
+                await asyncio.to_thread(self.fail_task, task_id, f"gave up after {delivery.attempt} attempts: {reason}")
+            finally:
+                reset_request_id(token)
             metrics.TASKS.labels(delivery.queue, "dead_lettered").inc()
 
     async def start(self, broker: Broker) -> None:
         await broker.consume(PREDICT_QUEUE, self.handle, self.on_dead, ConsumerOptions.from_settings(self.settings))
+
+
+def task_request_id(delivery: Delivery) -> str | None:
+    value = delivery.headers.get(REQUEST_ID_HEADER) or delivery.payload.get("request_id")
+    return str(value) if value else None

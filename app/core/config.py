@@ -11,6 +11,7 @@ import secrets
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -61,6 +62,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "info"
+    log_format: Literal["json", "text"] = "json"
     db_pool_size: int = Field(default=10, ge=1)
     s3_endpoint_url: str | None = None
     s3_bucket: str | None = None

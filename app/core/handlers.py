@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.errors import AppError
+from app.core.logging import REQUEST_ID_HEADER, accept_request_id, reset_request_id, set_request_id
 
 log = logging.getLogger("mlmarket.api")
 
@@ -183,6 +184,32 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(status_code=500, content=_error_body(request, "internal server error"))
+
+
+class RequestIdMiddleware:
+    """Gives every request an id (the client's ``X-Request-ID`` when usable) for its log lines and its answer."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = next((v for k, v in scope.get("headers", ()) if k == REQUEST_ID_HEADER.encode()), None)
+        request_id = accept_request_id(header.decode("latin-1") if header else None)
+        token = set_request_id(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (REQUEST_ID_HEADER.encode(), request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            reset_request_id(token)
 
 
 class BodySizeLimitMiddleware:

@@ -7,6 +7,7 @@ every task still ends exactly once, charged once, and that the ledger holds.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 import uuid
@@ -149,7 +150,9 @@ def test_paid_prediction_through_rabbitmq_s3_and_a_worker_process(
     workers.start()
     headers = signed_in(api, 50)
     sent = [ROW, {**ROW, "bmi": 0.1}]
-    r = api.post(PREDICT, json={"model": "diabetes-linear", "rows": sent}, headers=headers)
+    r = api.post(
+        PREDICT, json={"model": "diabetes-linear", "rows": sent}, headers={**headers, "X-Request-ID": "trace-7"}
+    )
     assert r.status_code == 202, r.text
     task_id = r.json()["id"]
     assert api.get("/api/v1/wallet", headers=headers).json()["balance"] == 44
@@ -170,6 +173,11 @@ def test_paid_prediction_through_rabbitmq_s3_and_a_worker_process(
     metrics_text = httpx.get(f"{worker}/metrics").text
     assert 'mlmarket_worker_tasks_total{outcome="succeeded",queue="tasks.predict"} 1.0' in metrics_text
     assert "mlmarket_model_cache_misses_total 1.0" in metrics_text
+    # The request id travelled with the task message to the worker's JSON log line.
+    lines = [
+        json.loads(line) for line in (workers.root / "worker-0.log").read_text().splitlines() if line.startswith("{")
+    ]
+    assert any(line.get("request_id") == "trace-7" and task_id in line["message"] for line in lines)
 
 
 def test_a_redelivered_message_for_a_finished_task_is_ignored(

@@ -21,6 +21,7 @@ from app.core.config import Settings
 from app.core.db import read_session
 from app.core.errors import BadRequest, Conflict, PayloadTooLarge, Unprocessable
 from app.core.handlers import describe_validation_errors
+from app.core.logging import current_request_id
 from app.models.catalog import ModelVersion
 from app.models.task import FINISHED_STATUSES, PredictionRequest, Task, TaskAccepted, TaskPublic, TaskStatus
 from app.services import catalog, predictions
@@ -151,9 +152,7 @@ def create_prediction(
         rows = predictions.prepare_csv(model, payload.csv_text, max_rows=settings.predict_max_rows)
     else:
         rows = predictions.prepare_rows(model, payload.rows or [], max_rows=settings.predict_max_rows)
-    task = predictions.submit(
-        session, user_id=user.id or 0, model=model, rows=rows, request_id=request.headers.get("x-request-id")
-    )
+    task = predictions.submit(session, user_id=user.id or 0, model=model, rows=rows, request_id=current_request_id())
     request.app.state.relay.wake()
     accepted = TaskAccepted.model_validate(task, update={"model": model.name, "version": model.version})
     wait = requested_wait(prefer)

@@ -259,6 +259,9 @@ def test_studio_trains_a_model_and_shows_its_report(page: Any, live_api: LiveApi
     page.get_by_role("button", name="Download the report (PDF)").wait_for(timeout=60_000)
     page.get_by_text("Confusion matrix").or_(page.get_by_text("Publish this model")).first.wait_for()
     screenshot(page, "12-studio-report")
+    page.get_by_role("tab", name="My trainings").click()
+    page.get_by_text("Train it again").wait_for()
+    screenshot(page, "14-studio-my-trainings")
 
 
 def _client_with_credits(live_api: LiveApi, amount: int) -> tuple[str, str]:

@@ -1,22 +1,20 @@
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
 import re
 import time
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, status
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from app.api.deps import CurrentUser, ReadSessionDep, SessionDep, SettingsDep, get_engine
 from app.api.routes.common import Limit, Offset
+from app.api.sse import state_events
 from app.core.config import Settings
 from app.core.db import read_session
 from app.core.errors import BadRequest, Conflict, PayloadTooLarge, Unprocessable
@@ -28,9 +26,7 @@ from app.services import catalog, predictions
 
 router = APIRouter(prefix="/predictions", tags=["predictions"])
 
-SSE_POLL_SECONDS = 0.25
 SSE_MAX_SECONDS = 600
-SSE_KEEPALIVE_SECONDS = 15
 
 
 class PredictionInput:
@@ -265,24 +261,6 @@ async def prediction_events(task_id: str, request: Request, user: CurrentUser) -
             public = to_public(task, session.get(ModelVersion, task.model_version_id), with_results=False)
             return dict(json.loads(public.model_dump_json()))
 
-    first = await run_in_threadpool(snapshot)  # 404 before the stream starts
-
-    async def stream() -> AsyncIterator[str]:
-        current = first
-        yield f"event: status\ndata: {json.dumps(current)}\n\n"
-        loop = asyncio.get_running_loop()
-        started = last_sent = loop.time()
-        while current["status"] not in FINISHED_STATUSES and loop.time() - started < SSE_MAX_SECONDS:
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(SSE_POLL_SECONDS)
-            latest = await run_in_threadpool(snapshot)
-            if latest["status"] != current["status"]:
-                current = latest
-                last_sent = loop.time()
-                yield f"event: status\ndata: {json.dumps(current)}\n\n"
-            elif loop.time() - last_sent > SSE_KEEPALIVE_SECONDS:
-                last_sent = loop.time()
-                yield ": keep-alive\n\n"
-
-    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return await state_events(
+        request, snapshot, event="status", changed_by=lambda state: state["status"], max_seconds=SSE_MAX_SECONDS
+    )

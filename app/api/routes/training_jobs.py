@@ -1,19 +1,18 @@
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, status
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from sqlmodel import Session, select
 
 from app.api.deps import CurrentUser, SessionDep, SettingsDep, get_engine
 from app.api.routes.common import Limit, Offset
+from app.api.sse import state_events
+from app.core.db import read_session
 from app.core.errors import Conflict
-from app.models.task import FINISHED_STATUSES, TaskStatus
+from app.models.task import TaskStatus
 from app.models.training import (
     RetrainRequest,
     TrainingJob,
@@ -28,9 +27,7 @@ from app.services import training
 
 router = APIRouter(prefix="/training-jobs", tags=["training studio"])
 
-SSE_POLL_SECONDS = 0.25
 SSE_MAX_SECONDS = 3600
-SSE_KEEPALIVE_SECONDS = 15
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such training job"}}
 
 
@@ -201,31 +198,16 @@ async def training_events(job_id: str, request: Request, user: CurrentUser) -> S
     engine = get_engine(request)
 
     def snapshot() -> dict[str, Any]:
-        with Session(engine) as session:
+        with read_session(engine) as session:
             job = training.get_for_user(session, user_id=user.id or 0, job_id=job_id)
             return dict(json.loads(to_public(session, job).model_dump_json()))
 
-    first = await run_in_threadpool(snapshot)  # 404 before the stream starts
-
     def key(state: dict[str, Any]) -> tuple[Any, ...]:
-        return state["status"], state["stage"], state["progress"], [s["status"] for s in state["shard_status"]]
+        return (
+            state["status"],
+            state["stage"],
+            state["progress"],
+            tuple(shard["status"] for shard in state["shard_status"]),
+        )
 
-    async def stream() -> AsyncIterator[str]:
-        current = first
-        yield f"event: progress\ndata: {json.dumps(current)}\n\n"
-        loop = asyncio.get_running_loop()
-        started = last_sent = loop.time()
-        while current["status"] not in FINISHED_STATUSES and loop.time() - started < SSE_MAX_SECONDS:
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(SSE_POLL_SECONDS)
-            latest = await run_in_threadpool(snapshot)
-            if key(latest) != key(current):
-                current = latest
-                last_sent = loop.time()
-                yield f"event: progress\ndata: {json.dumps(current)}\n\n"
-            elif loop.time() - last_sent > SSE_KEEPALIVE_SECONDS:
-                last_sent = loop.time()
-                yield ": keep-alive\n\n"
-
-    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return await state_events(request, snapshot, event="progress", changed_by=key, max_seconds=SSE_MAX_SECONDS)

@@ -243,3 +243,26 @@ def test_a_regression_dataset_shows_the_range_of_its_target(
     no_exceptions(at)
     assert "From 10 to 42, mean 25.88" in texts(at)
     assert next(m.value for m in at.metric if m.label == "Task") == "Regression"
+
+
+def test_a_sharded_training_shows_each_shard(
+    app_as: Callable[..., AppTest], make_person: Callable[..., Person], live_api: LiveApi
+) -> None:
+    person = make_person(credits=20)
+    api_dataset(live_api, person)
+    at = app_as(person, STUDIO)
+    at.selectbox(key="train_algorithm").select("KNeighborsClassifier").run()
+    assert not any(n.key == "train_shards-KNeighborsClassifier" for n in at.number_input)  # its shards cannot merge
+    at.selectbox(key="train_algorithm").select("RandomForestClassifier").run()
+    at.number_input(key="hp-RandomForestClassifier-n_estimators").set_value(10)
+    at.number_input(key="train_shards-RandomForestClassifier").set_value(2)
+    next(b for b in at.button if b.label == "Start training").click()
+    at.run()
+    no_exceptions(at)
+    assert not at.error, [e.value for e in at.error]
+    assert "2 shards" in texts(at)
+    shards = next(d.value for d in at.dataframe if "shard" in d.value.columns)
+    assert list(shards["shard"]) == [1, 2] and set(shards["status"]) == {"succeeded"}
+    assert sum(shards["rows"]) == 48  # the 80 % of 60 rows not held out for testing
+    (job,) = live_api.call("GET", "/training-jobs", person.token)
+    assert (job["shards"], job["status"]) == (2, "succeeded")

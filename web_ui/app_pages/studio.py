@@ -110,7 +110,14 @@ def follow(client: ApiClient, job: dict[str, Any]) -> dict[str, Any]:
     deadline = time.monotonic() + FOLLOW_MAX_SECONDS
     while job.get("status") not in FINISHED and time.monotonic() < deadline:
         progress = max(0, min(100, int(job.get("progress") or 0)))
-        bar.progress(progress, text=f"{str(job.get('status')).capitalize()}: {job.get('stage') or ''} ({progress}%)")
+        shards = job.get("shard_status") or []
+        done_shards = (
+            f" · {sum(1 for s in shards if s.get('status') == 'succeeded')}/{len(shards)} shards" if shards else ""
+        )
+        bar.progress(
+            progress,
+            text=f"{str(job.get('status')).capitalize()}: {job.get('stage') or ''} ({progress}%){done_shards}",
+        )
         time.sleep(POLL_SECONDS)
         job = client.training_job(str(job["id"]))
     bar.progress(100 if job.get("status") == "succeeded" else int(job.get("progress") or 0), text=job.get("status"))
@@ -148,6 +155,32 @@ def importance_chart(report: dict[str, Any]) -> alt.Chart | None:
     )
 
 
+def shard_table(job: dict[str, Any]) -> None:
+    """Where each shard of a sharded training is: its rows, status, worker, attempts and time."""
+    shards = job.get("shard_status") or []
+    if not shards:
+        return
+    st.markdown(f"**{len(shards)} shards**, trained on the workers in parallel and merged into one model")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "shard": int(s.get("index") or 0) + 1,
+                    "rows": s.get("rows"),
+                    "status": s.get("status"),
+                    "worker": s.get("worker") or "",
+                    "attempts": s.get("attempts"),
+                    "seconds": s.get("duration_seconds"),
+                    "error": s.get("error") or "",
+                }
+                for s in shards
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+
+
 def show_job(client: ApiClient, job: dict[str, Any], where: str = "") -> None:
     """A job's status and, once it succeeded, its report, downloads and the publish form.
 
@@ -159,6 +192,7 @@ def show_job(client: ApiClient, job: dict[str, Any], where: str = "") -> None:
     cols[1].markdown(f"**Algorithm**  \n{job.get('algorithm')}")
     cols[2].metric("Rows", f"{int(job.get('rows') or 0):,}")
     cols[3].metric("Cost", fmt.credits(job.get("cost")))
+    shard_table(job)
     if job.get("status") == "failed":
         st.error(f"The training failed: {job.get('error') or 'the worker could not train the model'}.")
         return
@@ -543,6 +577,20 @@ with train_tab:
                     if value is not None:
                         chosen[name] = value
                 test_size = st.slider("Share of rows held out for testing", 0.05, 0.5, 0.2, 0.05, key="train_test")
+                shards = 1
+                if by_name[algorithm].get("shardable"):
+                    shards = int(
+                        st.number_input(
+                            "Shards",
+                            min_value=1,
+                            max_value=8,
+                            value=1,
+                            step=1,
+                            help="Split the training rows into this many parts, trained by several workers at once "
+                            "and merged into one model.",
+                            key=f"train_shards-{algorithm}",
+                        )
+                    )
                 if st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:"):
                     try:
                         job = client.start_training(
@@ -551,6 +599,7 @@ with train_tab:
                                 "algorithm": algorithm,
                                 "hyperparameters": chosen,
                                 "test_size": test_size,
+                                **({"shards": shards} if shards > 1 else {}),
                             }
                         )
                     except ApiError as exc:

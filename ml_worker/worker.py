@@ -18,6 +18,9 @@ from app.services import catalog, predictions
 from ml_worker import metrics
 
 log = logging.getLogger("mlmarket.worker")
+# Deliveries beyond task_max_attempts a task may have (redeliveries after a worker died, duplicates) before it
+# is failed and refunded instead of run again: a task that kills every worker that takes it cannot loop forever.
+CRASH_ALLOWANCE = 5
 
 
 class PredictionWorker:
@@ -34,6 +37,12 @@ class PredictionWorker:
             if task is None:
                 log.info("task %s is unknown or already finished; ignoring the message", task_id)
                 return "ignored"
+            if task.attempts > self.settings.task_max_attempts + CRASH_ALLOWANCE:
+                # Deliveries the retry count never saw: workers died on this task again and again.
+                predictions.fail(
+                    session, task_id=task_id, reason=f"the task stopped its worker {task.attempts - 1} times"
+                )
+                return "failed"
             model = session.get(ModelVersion, task.model_version_id)
             if model is None:
                 predictions.fail(session, task_id=task_id, reason="the model of this task no longer exists")

@@ -1,0 +1,64 @@
+"""The prediction worker's own rules, run in-process on both databases."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from app.core.config import Settings
+from app.models.task import Task
+from app.runtime.cache import ModelCache
+from app.services import catalog, ledger, predictions, users
+from app.store import make_store
+from ml_worker.worker import CRASH_ALLOWANCE, PredictionWorker
+from tests.samples import DIABETES_ROW
+
+
+def submitted_task(engine: Engine, publish_model: Callable[..., Any]) -> tuple[str, int]:
+    publish_model("diabetes-linear", price=2)
+    with Session(engine, expire_on_commit=False) as s:
+        payer = users.create_user(s, email="payer@example.com", password="password-1")
+        ledger.top_up(s, user_id=payer.id or 0, amount=10, idempotency_key="k")
+        model = catalog.resolve(s, "diabetes-linear")
+        rows = predictions.prepare_rows(model, [DIABETES_ROW, DIABETES_ROW], max_rows=10)
+        task = predictions.submit(s, user_id=payer.id or 0, model=model, rows=rows)
+        return task.id, payer.id or 0
+
+
+def worker(settings: Settings, engine: Engine) -> PredictionWorker:
+    return PredictionWorker(settings, engine, ModelCache(make_store(settings), 4, 10**9))
+
+
+def test_a_task_runs_once_and_a_second_delivery_is_ignored(
+    settings: Settings, engine: Engine, publish_model: Callable[..., Any]
+) -> None:
+    task_id, payer = submitted_task(engine, publish_model)
+    w = worker(settings, engine)
+    assert w.run_task(task_id) == "succeeded"
+    assert w.run_task(task_id) == "ignored"
+    with Session(engine) as s:
+        assert ledger.balance_of(s, payer) == 6
+        assert ledger.verify(s).ok
+
+
+def test_a_task_that_keeps_killing_workers_is_failed_and_refunded(
+    settings: Settings, engine: Engine, publish_model: Callable[..., Any]
+) -> None:
+    task_id, payer = submitted_task(engine, publish_model)
+    # As if workers had taken it and died this many times without a word.
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE tasks SET attempts = :n WHERE id = :task"),
+            {"n": settings.task_max_attempts + CRASH_ALLOWANCE, "task": task_id},
+        )
+    assert worker(settings, engine).run_task(task_id) == "failed"
+    with Session(engine) as s:
+        task = s.get(Task, task_id)
+        assert task is not None and task.status == "failed"
+        assert "stopped its worker" in (task.error or "")
+        assert ledger.balance_of(s, payer) == 10
+        assert ledger.verify(s).ok

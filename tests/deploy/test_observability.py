@@ -14,7 +14,8 @@ from prometheus_client import REGISTRY
 import ml_worker.metrics  # noqa: F401 - all four register their metrics
 from tests.conftest import unavailable
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "observability"
+# The chart ships both files; these are their only copies.
+DEPLOY = Path(__file__).resolve().parents[2] / "helm" / "mlmarket" / "files"
 METRIC = re.compile(r"\bmlmarket_[a-z_]+")
 
 

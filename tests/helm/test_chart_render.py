@@ -587,3 +587,20 @@ def test_the_chart_readme_lists_every_value() -> None:
     readme = (CHART / "README.md").read_text()
     for key in leaves(DEFAULTS):
         assert f"`{key}`" in readme, f"{key} is missing from the chart README's parameter tables"
+
+
+def test_production_ships_the_alert_rules_the_repository_checks_with_promtool(manifests: Load) -> None:
+    (rule,) = by_kind(manifests(PRODUCTION), "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    shipped = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "helm/mlmarket/files/prometheus-rules.yaml").read_text()
+    )
+    assert rule["spec"] == shipped["spec"]
+    alerts = {r["alert"] for group in rule["spec"]["groups"] for r in group["rules"]}
+    assert {
+        "MlmarketLedgerMismatch",
+        "MlmarketDeadLetterQueueGrowing",
+        "MlmarketNoWorkerHeartbeat",
+        "MlmarketHighErrorRate",
+    } <= alerts
+    assert by_kind(manifests(MINIMAL), "PrometheusRule") == []

@@ -1,7 +1,7 @@
 """The chart lints cleanly and renders manifests that the Kubernetes API schemas accept.
 
 kubernetes-validate knows the built-in kinds of each Kubernetes version it ships schemas for; it
-has no schema for custom resources (ServiceMonitor, ScaledObject, TriggerAuthentication), which it
+has no schema for custom resources (PrometheusRule, ServiceMonitor, ScaledObject, TriggerAuthentication), which it
 reports as warnings. Those kinds, and only those, are left to the structural tests in
 test_chart_render.py; any other unknown kind fails here.
 """
@@ -17,7 +17,7 @@ import pytest
 from tests.helm.conftest import CHART, CI_VALUES, ROOT
 
 OLDEST_SUPPORTED = "1.29.0"
-CUSTOM_KINDS = {"ServiceMonitor", "ScaledObject", "TriggerAuthentication"}
+CUSTOM_KINDS = {"PrometheusRule", "ServiceMonitor", "ScaledObject", "TriggerAuthentication"}
 
 
 def newest_known_version() -> str:

@@ -14,6 +14,8 @@ cd "$(dirname "$0")"
 
 export MLMARKET_HOST="${MLMARKET_HOST:-127.0.0.1}"
 export MLMARKET_PORT="${MLMARKET_PORT:-8000}"
+# A person reads this console: plain text logs (servers in a cluster keep the JSON default).
+export MLMARKET_LOG_FORMAT="${MLMARKET_LOG_FORMAT:-text}"
 
 log "installing mlmarket into .venv"
 ensure_venv ""

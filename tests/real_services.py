@@ -7,11 +7,34 @@ import signal
 import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+from typing import Any
 
 from app.core.config import Settings
+from tests.conftest import make_settings
+from tests.s3_server import S3Server
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def services_settings(database_url: str, rabbitmq_url: str, s3: S3Server, data_dir: Path, **overrides: Any) -> Settings:
+    """An API on the real services that runs no worker itself: tasks go through RabbitMQ, files through S3.
+
+    Each call gets a key prefix of its own in the shared bucket; retries and the relay are quick for tests.
+    """
+    values: dict[str, Any] = {
+        "broker_url": rabbitmq_url,
+        "run_worker_in_api": False,
+        "s3_endpoint_url": s3.endpoint_url,
+        "s3_bucket": s3.bucket,
+        "s3_prefix": f"test-{uuid.uuid4().hex[:8]}",
+        "s3_access_key_id": s3.access_key,
+        "s3_secret_access_key": s3.secret_key,
+        "retry_base_delay_seconds": 0.2,
+        "outbox_poll_seconds": 0.1,
+    }
+    return make_settings(database_url, data_dir, **{**values, **overrides})
 
 
 def as_env(settings: Settings, data_dir: Path) -> dict[str, str]:

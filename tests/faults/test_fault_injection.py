@@ -43,8 +43,8 @@ from app.models.user import Role
 from app.queue.base import PREDICT_QUEUE
 from app.queue.rabbitmq import RabbitBroker
 from app.services import ledger, users
-from tests.conftest import POSTGRES_ADMIN_URL, make_settings
-from tests.real_services import REPO, Workers, as_env, free_port
+from tests.conftest import POSTGRES_ADMIN_URL
+from tests.real_services import REPO, Workers, as_env, free_port, services_settings
 from tests.s3_server import S3Server
 
 pytestmark = [
@@ -78,18 +78,12 @@ FAULT_KINDS = (
 
 @pytest.fixture
 def settings(database_url: str, rabbitmq_url: str, s3_server: S3Server, tmp_path: Path) -> Settings:
-    return make_settings(
+    return services_settings(
         database_url,
+        rabbitmq_url,
+        s3_server,
         tmp_path / "api-data",
-        broker_url=rabbitmq_url,
-        run_worker_in_api=False,
-        s3_endpoint_url=s3_server.endpoint_url,
-        s3_bucket=s3_server.bucket,
-        s3_prefix=f"faults-{uuid.uuid4().hex[:8]}",
-        s3_access_key_id=s3_server.access_key,
-        s3_secret_access_key=s3_server.secret_key,
         task_max_attempts=5,
-        retry_base_delay_seconds=0.2,
         outbox_poll_seconds=0.2,
         task_stale_seconds=15,
         db_pool_size=5,

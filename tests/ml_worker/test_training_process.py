@@ -7,10 +7,7 @@ heartbeat shows in GET /api/v1/admin/workers.
 from __future__ import annotations
 
 import io
-import os
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,10 +25,9 @@ from sqlmodel import Session
 from app.core.config import Settings
 from app.runtime.model import ModelRuntime
 from app.services import ledger
-from tests.conftest import make_settings
+from tests.real_services import Workers, services_settings
 from tests.s3_server import S3Server
 
-REPO = Path(__file__).resolve().parents[2]
 JOBS = "/api/v1/training-jobs"
 
 pytestmark = pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)
@@ -40,53 +36,21 @@ pytestmark = pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True
 @pytest.fixture
 def settings(database_url: str, rabbitmq_url: str, s3_server: S3Server, tmp_path: Path) -> Settings:
     """The API of these tests runs no worker: jobs go through RabbitMQ to a worker process, files through S3."""
-    return make_settings(
-        database_url,
-        tmp_path / "api-data",
-        broker_url=rabbitmq_url,
-        run_worker_in_api=False,
-        s3_endpoint_url=s3_server.endpoint_url,
-        s3_bucket=s3_server.bucket,
-        s3_prefix=f"test-{uuid.uuid4().hex[:8]}",
-        s3_access_key_id=s3_server.access_key,
-        s3_secret_access_key=s3_server.secret_key,
-        retry_base_delay_seconds=0.2,
-        outbox_poll_seconds=0.1,
-    )
-
-
-def start_worker(settings: Settings, tmp_path: Path, name: str = "worker") -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLMARKET_")}
-    for field, value in settings.model_dump().items():
-        if value is not None:
-            env[f"MLMARKET_{field.upper()}"] = str(value.value if hasattr(value, "value") else value)
-    env.pop("MLMARKET_STORE_DIR", None)
-    env.update(MLMARKET_DATA_DIR=str(tmp_path / name), MLMARKET_WORKER_HEALTH_PORT="0")
-    log = (tmp_path / f"{name}.log").open("wb")
-    return subprocess.Popen([sys.executable, "-m", "ml_worker"], env=env, cwd=REPO, stdout=log, stderr=log)
-
-
-def stop_worker(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    return services_settings(database_url, rabbitmq_url, s3_server, tmp_path / "api-data")
 
 
 @pytest.fixture
 def worker(settings: Settings, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    proc = start_worker(settings, tmp_path)
-    yield proc
-    stop_worker(proc)
+    pool = Workers(settings, tmp_path)
+    yield pool.start()
+    pool.stop_all()
 
 
 @pytest.fixture
 def two_workers(settings: Settings, tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs = [start_worker(settings, tmp_path, f"worker-{i}") for i in range(2)]
-    yield procs
-    for proc in procs:
-        stop_worker(proc)
+    pool = Workers(settings, tmp_path)
+    yield [pool.start(), pool.start()]
+    pool.stop_all()
 
 
 def top_up(client: TestClient, headers: dict[str, str], amount: int) -> None:

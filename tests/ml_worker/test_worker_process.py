@@ -33,8 +33,7 @@ from app.queue.rabbitmq import RabbitBroker
 from app.runtime.training import train
 from app.services import ledger
 from app.services.outbox import OutboxRelay
-from tests.conftest import make_settings
-from tests.real_services import Workers
+from tests.real_services import Workers, services_settings
 from tests.s3_server import S3Server
 from tests.samples import DIABETES_ROW
 
@@ -47,20 +46,7 @@ pytestmark = pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True
 
 @pytest.fixture
 def real_settings(database_url: str, rabbitmq_url: str, s3_server: S3Server, tmp_path: Path) -> Settings:
-    return make_settings(
-        database_url,
-        tmp_path / "api-data",
-        broker_url=rabbitmq_url,
-        run_worker_in_api=False,
-        s3_endpoint_url=s3_server.endpoint_url,
-        s3_bucket=s3_server.bucket,
-        s3_prefix=f"test-{uuid.uuid4().hex[:8]}",
-        s3_access_key_id=s3_server.access_key,
-        s3_secret_access_key=s3_server.secret_key,
-        task_max_attempts=3,
-        retry_base_delay_seconds=0.2,
-        outbox_poll_seconds=0.1,
-    )
+    return services_settings(database_url, rabbitmq_url, s3_server, tmp_path / "api-data", task_max_attempts=3)
 
 
 @pytest.fixture

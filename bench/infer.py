@@ -75,40 +75,30 @@ def compare(
         reason = mlserver.ensure_venv()
     headers = asyncio.run(_token(api_base_url))
     mlmarket_path = f"/v2/models/{MODEL_NAME}/infer"
+
+    def load_mlmarket(level: int) -> dict[str, Any]:
+        return asyncio.run(
+            closed_loop(
+                api_base_url,
+                mlmarket_path,
+                bodies,
+                concurrency=level,
+                seconds=seconds,
+                headers=headers,
+                check=_checker(expected, "mlmarket"),
+            )
+        )
+
     if reason is not None:
         out["mlserver_skipped"] = reason
         for level in levels:
-            out["mlmarket"].append(
-                asyncio.run(
-                    closed_loop(
-                        api_base_url,
-                        mlmarket_path,
-                        bodies,
-                        concurrency=level,
-                        seconds=seconds,
-                        headers=headers,
-                        check=_checker(expected, "mlmarket"),
-                    )
-                )
-            )
+            out["mlmarket"].append(load_mlmarket(level))
         return out
     models_dir = mlserver.write_model(workload.result.pipeline, workload.frame, tmp / "mlserver-models")
     with mlserver.MLServerProcess(models_dir, tmp / "mlserver.log") as server:
         out["mlserver_settings"] = server.settings
         for level in levels:
-            out["mlmarket"].append(
-                asyncio.run(
-                    closed_loop(
-                        api_base_url,
-                        mlmarket_path,
-                        bodies,
-                        concurrency=level,
-                        seconds=seconds,
-                        headers=headers,
-                        check=_checker(expected, "mlmarket"),
-                    )
-                )
-            )
+            out["mlmarket"].append(load_mlmarket(level))
             out["mlserver"].append(
                 asyncio.run(
                     closed_loop(

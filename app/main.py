@@ -21,10 +21,11 @@ from app.core.config import Settings, get_settings
 from app.core.db import make_engine
 from app.core.handlers import BodySizeLimitMiddleware, RequestIdMiddleware, install_error_handlers
 from app.core.metrics import MetricsMiddleware
+from app.core.notify import CATALOG_CHANNEL, Listener
 from app.queue.base import PREDICT_QUEUE, TRAIN_QUEUE, dead_queue, make_broker
-from app.runtime.batching import AdaptiveBatcher
 from app.runtime.cache import ModelCache
-from app.services import ledger, predictions
+from app.services import catalog, ledger, predictions
+from app.services.dataplane import DataPlane
 from app.services.outbox import OutboxRelay
 from app.services.throttle import LoginThrottle
 from app.store import make_store
@@ -47,9 +48,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # One model cache per process, shared by the synchronous inference path and an in-process worker.
     model_cache = ModelCache(store, settings.model_cache_max_models, settings.model_cache_max_bytes)
 
+    secret_key = settings.resolved_secret_key()
+    dataplane = DataPlane(settings, engine, model_cache, secret_key)
+    # On PostgreSQL other processes publish and hide models too: their commits reach this one as notices.
+    listener = None if settings.is_sqlite else Listener(engine, {CATALOG_CHANNEL: catalog.GENERATION.bump})
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         background: list[asyncio.Task[None]] = []
+        grpc_server = None
+        if listener is not None:
+            listener.start()
+        if settings.grpc_port:
+            from app.api.grpc.server import start_grpc_server
+
+            grpc_server = await start_grpc_server(dataplane, settings.host, settings.grpc_port, settings)
         try:
             await broker.connect()
         except Exception as exc:  # the relay keeps trying; requests are still accepted into the outbox
@@ -68,6 +81,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(grace=1.0)
+            if listener is not None:
+                listener.stop()
             for task in background:
                 task.cancel()
             for task in background:
@@ -89,12 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.relay = relay
     app.state.worker = None
     app.state.model_cache = model_cache
-    app.state.batcher = AdaptiveBatcher(
-        max_rows=settings.batch_max_rows,
-        max_wait=settings.batch_max_wait_ms / 1000,
-        enabled=settings.batching_enabled,
-    )
-    app.state.secret_key = settings.resolved_secret_key()
+    app.state.dataplane = dataplane
+    app.state.secret_key = secret_key
     app.state.ledger_verified_at = 0.0
     app.state.login_throttle = LoginThrottle(settings.login_max_failures, settings.login_window_seconds)
 

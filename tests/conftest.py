@@ -96,7 +96,7 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         database_url=database_url,
         secret_key=TEST_SECRET,
         data_dir=data_dir,
-        **overrides,
+        **{"grpc_port": 0, **overrides},
     )
 
 

@@ -15,6 +15,7 @@ from app.core.config import Settings
 from app.core.db import read_session
 from app.core.errors import Forbidden, Unauthorized
 from app.models.user import Role, User
+from app.services.dataplane import DataPlane
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
@@ -39,7 +40,13 @@ def get_read_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator
         yield session
 
 
+def get_dataplane(request: Request) -> DataPlane:
+    dataplane: DataPlane = request.app.state.dataplane
+    return dataplane
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
 SessionDep = Annotated[Session, Depends(get_session)]
 # For endpoints that only read: on SQLite they then never wait for the write lock.
 ReadSessionDep = Annotated[Session, Depends(get_read_session)]

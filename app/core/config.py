@@ -85,10 +85,17 @@ class Settings(BaseSettings):
     outbox_poll_seconds: float = Field(default=0.5, gt=0.0, le=60.0)
     # An open task untouched this long has its message published again (a lost message cannot strand it).
     task_stale_seconds: float = Field(default=300.0, ge=1.0, le=7 * 24 * 3600.0)
-    # Synchronous inference (Open Inference Protocol): adaptive batching of concurrent small requests.
+    # Synchronous inference (Open Inference Protocol). Requests that arrive while a batch is being served are
+    # served together as the next batch (one predict per model, one bill); a request on an idle server never waits.
     batching_enabled: bool = True
     batch_max_rows: int = Field(default=64, ge=1, le=100_000)
-    batch_max_wait_ms: float = Field(default=2.0, ge=0.0, le=1000.0)
+    # gRPC Open Inference Protocol on its own port (0: no gRPC server), bound to the same host as the API.
+    grpc_port: int = Field(default=8081, ge=0, le=65535)
+    # A bearer token's user is remembered this long: a deactivated user is refused within this time.
+    auth_cache_seconds: float = Field(default=5.0, ge=0.0, le=300.0)
+    # The in-memory view of the catalog is dropped on publish and unpublish (in every API process on PostgreSQL,
+    # through LISTEN/NOTIFY) and at the latest after this long.
+    catalog_cache_seconds: float = Field(default=30.0, ge=0.0, le=3600.0)
     # Prediction requests.
     predict_max_rows: int = Field(default=10_000, ge=1)
     predict_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)

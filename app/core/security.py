@@ -50,6 +50,13 @@ def create_access_token(subject: str, secret: str, expires_in: timedelta) -> str
 
 def decode_access_token(token: str, secret: str) -> str:
     """The token's subject, or InvalidToken when it is expired, forged or not an access token."""
+    return decode_access_token_with_expiry(token, secret)[0]
+
+
+def decode_access_token_with_expiry(token: str, secret: str) -> tuple[str, float]:
+    """The token's subject and its expiry (a Unix time), or InvalidToken as :func:`decode_access_token`."""
+    if len(token) > 4096:
+        raise InvalidToken("token too long")
     try:
         header = jwt.get_unverified_header(token)
         if header.get("alg") != ALGORITHM:
@@ -62,4 +69,7 @@ def decode_access_token(token: str, secret: str) -> str:
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub:
         raise InvalidToken("token has no subject")
-    return sub
+    exp = claims.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        raise InvalidToken("token has no expiry")
+    return sub, float(exp)

@@ -12,6 +12,8 @@ from sqlmodel import Field, SQLModel
 from app.models.base import UTCDateTime, utcnow
 
 MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+ONNX_RUNTIME = "onnxruntime"
+SKLEARN_RUNTIME = "sklearn"
 
 
 class ModelTask(StrEnum):
@@ -43,10 +45,18 @@ class ModelVersion(SQLModel, table=True):
     artifact_size: int = Field(sa_type=sa.BigInteger)
     artifact_path: str = Field(max_length=255)
     status: str = Field(default=ModelStatus.published.value, max_length=16)
+    # The compiled ONNX model served by onnxruntime, when the pipeline converted and passed its parity check;
+    # otherwise the skops artifact is served by scikit-learn. ``compile_note`` says how it was checked or why not.
+    runtime: str = Field(default=SKLEARN_RUNTIME, max_length=16)
+    onnx_md5: str | None = Field(default=None, max_length=32)
+    onnx_size: int | None = Field(default=None, sa_type=sa.BigInteger)
+    onnx_path: str | None = Field(default=None, max_length=255)
+    compile_note: str | None = Field(default=None, max_length=500)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
     __table_args__ = (
         sa.UniqueConstraint("name", "version", name="uq_model_versions_name_version"),
+        sa.CheckConstraint("runtime IN ('onnxruntime', 'sklearn')", name="ck_model_versions_runtime"),
         sa.CheckConstraint("price_per_row >= 1", name="ck_model_versions_price_positive"),
         sa.CheckConstraint("version >= 1", name="ck_model_versions_version_positive"),
         sa.CheckConstraint("task IN ('regression', 'classification')", name="ck_model_versions_task"),
@@ -73,6 +83,8 @@ class ModelVersionPublic(SQLModel):
     owner: str | None
     status: ModelStatus
     artifact_md5: str
+    runtime: str
+    compile_note: str | None
     created_at: datetime
 
 

@@ -73,6 +73,10 @@ class TrainingJob(SQLModel, table=True):
     artifact_md5: str | None = Field(default=None, max_length=32)
     artifact_size: int | None = Field(default=None, sa_type=sa.BigInteger)
     artifact_path: str | None = Field(default=None, max_length=255)
+    onnx_md5: str | None = Field(default=None, max_length=32)
+    onnx_size: int | None = Field(default=None, sa_type=sa.BigInteger)
+    onnx_path: str | None = Field(default=None, max_length=255)
+    compile_note: str | None = Field(default=None, max_length=500)
     error: str | None = Field(default=None, max_length=2000)
     attempts: int = 0
     duration_seconds: float | None = None

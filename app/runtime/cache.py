@@ -10,11 +10,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from prometheus_client import Counter, Histogram
 
-from app.runtime.model import ModelRuntime
 from app.store.base import ArtifactRef, ArtifactStore
 
 CACHE_HITS = Counter("mlmarket_model_cache_hits_total", "Model lookups served from the worker's cache")
@@ -28,7 +30,7 @@ MODEL_LOAD_SECONDS = Histogram(
 
 @dataclass
 class _Entry:
-    runtime: ModelRuntime
+    runtime: Any  # a ModelRuntime, or a CompiledModel for ONNX artifacts
     size: int
 
 
@@ -67,7 +69,7 @@ class ModelCache:
         with self._lock:
             return sum(e.size for e in self._entries.values())
 
-    def _cached(self, md5: str) -> ModelRuntime | None:
+    def _cached(self, md5: str) -> Any | None:
         """The cached model, counted as a hit and marked most recently used (call with the lock held)."""
         entry = self._entries.get(md5)
         if entry is None:
@@ -77,7 +79,21 @@ class ModelCache:
         CACHE_HITS.inc()
         return entry.runtime
 
-    def get(self, ref: ArtifactRef) -> ModelRuntime:
+    def peek(self, md5: str) -> Any | None:
+        """The cached model without loading anything (cheap enough for the event loop), or None."""
+        with self._lock:
+            return self._cached(md5)
+
+    def get(self, ref: ArtifactRef, load: Callable[[Path], Any] | None = None) -> Any:
+        """The model of ``ref``, fetched and loaded with ``load`` when not cached.
+
+        The default loads a skops artifact into a :class:`~app.runtime.model.ModelRuntime` (imported only then:
+        a process serving compiled models never imports scikit-learn).
+        """
+        if load is None:
+            from app.runtime.model import ModelRuntime
+
+            load = ModelRuntime.load
         with self._lock:
             runtime = self._cached(ref.md5)
             if runtime is not None:
@@ -92,7 +108,7 @@ class ModelCache:
                 CACHE_MISSES.inc()
             try:
                 started = time.perf_counter()
-                runtime = ModelRuntime.load(self.store.fetch(ref))
+                runtime = load(self.store.fetch(ref))
                 elapsed = time.perf_counter() - started
             finally:
                 with self._lock:

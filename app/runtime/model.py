@@ -173,6 +173,17 @@ class ModelRuntime:
             raise Unprocessable(f"the model could not predict these rows: {exc}") from exc
         return [_plain(v) for v in flat(output).tolist()]
 
+    def predict_columns(self, columns: dict[str, np.ndarray[Any, Any]], n: int) -> np.ndarray[Any, Any]:
+        """Predictions for ``n`` rows given as one checked array per feature (see app.runtime.oip.to_columns)."""
+        frame = pd.DataFrame(
+            {f.name: columns[f.name].astype(object if f.type == "string" else float) for f in self.features},
+            index=pd.RangeIndex(n),
+        )
+        try:
+            return flat(self.estimator.predict(frame))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Unprocessable(f"the model could not predict these rows: {exc}") from exc
+
     def predict_proba(self, rows: list[dict[str, Any]]) -> list[dict[str, float]]:
         """For classifiers: each row's probability per class label."""
         if self.task != "classification" or not hasattr(self.estimator, "predict_proba") or self.classes is None:

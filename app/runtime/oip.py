@@ -1,22 +1,27 @@
-"""Open Inference Protocol (KServe V2) tensors: decoding requests into rows and encoding predictions.
+"""Open Inference Protocol (KServe V2) tensors, shared by the REST and the gRPC transports.
 
-Supports the JSON form and the binary tensor extension that standard clients
-(tritonclient) use by default: a JSON header of ``Inference-Header-Content-Length``
-bytes followed by the raw tensors, each input naming its ``binary_data_size``.
+A request decodes into :class:`InferRequest` whose tensors hold flat NumPy arrays
+(numbers as their own dtype, BYTES as an object array of ``str``);
+:func:`to_columns` checks them against a model's input schema, vectorised, and
+gives one array per feature. REST supports the JSON form and the binary tensor
+extension that standard clients (tritonclient) use by default: a JSON header of
+``Inference-Header-Content-Length`` bytes followed by the raw tensors, each
+input naming its ``binary_data_size``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from app.core.errors import BadRequest
-from app.runtime.schema import Feature
+from app.runtime.schema import MAX_SAFE_INTEGER, Feature, check_text, convert_value
 
 NUMPY_TYPES: dict[str, Any] = {
     "BOOL": np.bool_,
@@ -33,14 +38,19 @@ NUMPY_TYPES: dict[str, Any] = {
     "FP64": np.float64,
 }
 MAX_ELEMENTS = 50_000_000
+# What a request id may be: it is stored with the task and echoed, so it is checked before anything is billed.
+MAX_ID_LENGTH = 64
+MAX_NAME_LENGTH = 200
 
 
 @dataclass
 class Tensor:
+    """One named tensor: ``data`` is flat (row-major), numbers in their NumPy dtype, BYTES as ``str`` objects."""
+
     name: str
     shape: list[int]
     datatype: str
-    data: list[Any]
+    data: np.ndarray[Any, Any]
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
@@ -48,61 +58,157 @@ class Tensor:
 class InferRequest:
     id: str | None
     inputs: list[Tensor]
-    outputs: list[str]
+    outputs: list[str] = field(default_factory=list)
+    parameters: dict[str, Any] = field(default_factory=dict)
 
 
-def _decode_bytes(raw: bytes, count: int) -> list[Any]:
-    values: list[Any] = []
-    offset = 0
-    while offset < len(raw):
-        if offset + 4 > len(raw):
-            raise BadRequest("malformed BYTES tensor: truncated length prefix")
-        (size,) = struct.unpack_from("<I", raw, offset)
-        offset += 4
-        if offset + size > len(raw):
-            raise BadRequest("malformed BYTES tensor: element longer than the data")
-        chunk = raw[offset : offset + size]
-        offset += size
-        try:
-            values.append(chunk.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise BadRequest("BYTES tensor elements must be utf-8 text") from exc
-    if len(values) != count:
-        raise BadRequest(f"BYTES tensor has {len(values)} elements, its shape says {count}")
-    return values
+@dataclass
+class InferResponse:
+    model_name: str
+    model_version: str
+    id: str
+    parameters: dict[str, Any]
+    outputs: list[Tensor]
 
 
-def _flatten(data: Any) -> list[Any]:
-    if isinstance(data, list):
-        out: list[Any] = []
-        for item in data:
-            out.extend(_flatten(item))
-        return out
-    return [data]
+def check_request_id(value: Any) -> str | None:
+    """The request id as stored and echoed: text of at most 64 characters without control characters."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise BadRequest("'id' must be a string")
+    text = str(value)
+    problem = check_text(text, MAX_ID_LENGTH)
+    if problem:
+        raise BadRequest(f"'id' {problem}")
+    return text
 
 
-def _element_count(shape: list[int]) -> int:
+def element_count(shape: Sequence[int]) -> int:
     count = 1
     for dim in shape:
         count *= dim
     return count
 
 
-def _is_dim(d: Any) -> bool:
-    return isinstance(d, int) and not isinstance(d, bool) and d >= 0
+def check_shape(name: str, shape: Any) -> list[int]:
+    if not isinstance(shape, list | tuple) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_ELEMENTS for d in shape
+    ):
+        raise BadRequest(f"input {name!r} needs a 'shape' of non-negative integers")
+    if element_count(shape) > MAX_ELEMENTS:
+        raise BadRequest(f"input {name!r} is too large")
+    return list(shape)
+
+
+def check_name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"{where} needs a 'name'")
+    problem = check_text(value, MAX_NAME_LENGTH)
+    if problem:
+        raise BadRequest(f"{where}: the name {problem}")
+    return value
+
+
+def decode_bytes_elements(raw: bytes, count: int, name: str) -> np.ndarray[Any, Any]:
+    """The BYTES binary form: each element a little-endian uint32 length, then that many UTF-8 bytes."""
+    values: list[str] = []
+    offset = 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise BadRequest(f"input {name!r}: malformed BYTES tensor (truncated length prefix)")
+        (size,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + size > len(raw):
+            raise BadRequest(f"input {name!r}: malformed BYTES tensor (element longer than the data)")
+        values.append(decode_text(raw[offset : offset + size], name))
+        offset += size
+    if len(values) != count:
+        raise BadRequest(f"input {name!r}: BYTES tensor has {len(values)} elements, its shape says {count}")
+    return _objects(values)
+
+
+def decode_text(raw: bytes, name: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"input {name!r}: BYTES elements must be UTF-8 text") from exc
+
+
+def _objects(values: Sequence[Any]) -> np.ndarray[Any, Any]:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def from_buffer(raw: bytes, datatype: str, shape: list[int], name: str) -> np.ndarray[Any, Any]:
+    """A numeric tensor from its raw little-endian bytes (binary extension, gRPC raw_input_contents)."""
+    count = element_count(shape)
+    if datatype == "BYTES":
+        return decode_bytes_elements(raw, count, name)
+    dtype = np.dtype(NUMPY_TYPES[datatype]).newbyteorder("<")
+    if len(raw) != count * dtype.itemsize:
+        raise BadRequest(f"input {name!r}: {len(raw)} bytes do not fit shape {shape} of {datatype}")
+    return np.frombuffer(raw, dtype=dtype)
+
+
+def from_values(values: Any, datatype: str, shape: list[int], name: str) -> np.ndarray[Any, Any]:
+    """A tensor from JSON values (flat or nested lists) of the declared datatype, checked against its shape."""
+    count = element_count(shape)
+    if datatype == "BYTES":
+        flat = _flatten(values) if isinstance(values, list) else [values]
+        if len(flat) != count:
+            raise BadRequest(f"input {name!r} has {len(flat)} values, its shape {shape} needs {count}")
+        return _objects(flat)
+    try:
+        array = np.asarray(values)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise BadRequest(f"input {name!r}: 'data' must be a flat or nested list of {datatype} values") from exc
+    if array.size != count:
+        raise BadRequest(f"input {name!r} has {array.size} values, its shape {shape} needs {count}")
+    kind = array.dtype.kind
+    if datatype == "BOOL":
+        if kind != "b" and count:
+            raise BadRequest(f"input {name!r}: BOOL data must be true or false")
+        return array.reshape(-1).astype(np.bool_)
+    if kind not in "iuf" and count:
+        raise BadRequest(f"input {name!r}: {datatype} data must be numbers")
+    try:
+        return array.reshape(-1).astype(NUMPY_TYPES[datatype], casting="unsafe")
+    except (ValueError, OverflowError) as exc:
+        raise BadRequest(f"input {name!r}: values do not fit {datatype}") from exc
+
+
+def _flatten(data: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            out.append(item)
+        else:
+            stack.pop()
+    return out
+
+
+def loads(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the request is not valid JSON: {exc}") from exc
 
 
 def parse_infer_request(body: bytes, header_length: int | None) -> InferRequest:
+    """The REST form: a JSON object, optionally followed by binary tensor data."""
     if header_length is not None:
         if header_length < 0 or header_length > len(body):
             raise BadRequest("Inference-Header-Content-Length is larger than the request body")
         header_bytes, binary = body[:header_length], body[header_length:]
     else:
         header_bytes, binary = body, b""
-    try:
-        header = json.loads(header_bytes)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the request is not valid JSON: {exc}") from exc
+    header = loads(header_bytes)
     if not isinstance(header, dict):
         raise BadRequest("the request must be a JSON object with 'inputs'")
     raw_inputs = header.get("inputs")
@@ -113,60 +219,47 @@ def parse_infer_request(body: bytes, header_length: int | None) -> InferRequest:
     for i, item in enumerate(raw_inputs):
         if not isinstance(item, dict):
             raise BadRequest(f"inputs[{i}] must be an object with name, shape, datatype and data")
-        name, shape, datatype = item.get("name"), item.get("shape"), item.get("datatype")
-        if not isinstance(name, str) or not name:
-            raise BadRequest(f"inputs[{i}] needs a 'name'")
-        if not isinstance(shape, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-        ):
-            raise BadRequest(f"input {name!r} needs a 'shape' of non-negative integers")
+        name = check_name(item.get("name"), f"inputs[{i}]")
+        shape = check_shape(name, item.get("shape"))
+        datatype = item.get("datatype")
         if datatype != "BYTES" and datatype not in NUMPY_TYPES:
             raise BadRequest(f"input {name!r} has unsupported datatype {datatype!r}")
-        count = _element_count(shape)
-        if count > MAX_ELEMENTS:
-            raise BadRequest(f"input {name!r} is too large")
         parameters = item.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise BadRequest(f"input {name!r} has malformed parameters")
         size = parameters.get("binary_data_size")
         if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0 or offset + size > len(binary):
                 raise BadRequest(f"input {name!r}: binary_data_size does not match the binary data sent")
-            chunk = binary[offset : offset + size]
+            data = from_buffer(binary[offset : offset + size], datatype, shape, name)
             offset += size
-            if datatype == "BYTES":
-                data = _decode_bytes(chunk, count)
-            else:
-                dtype = np.dtype(NUMPY_TYPES[datatype]).newbyteorder("<")
-                if len(chunk) != count * dtype.itemsize:
-                    raise BadRequest(f"input {name!r}: {len(chunk)} bytes do not fit shape {shape} of {datatype}")
-                data = np.frombuffer(chunk, dtype=dtype).tolist()
         else:
             if "data" not in item:
                 raise BadRequest(f"input {name!r} has no 'data'")
-            data = _flatten(item["data"])
-            if len(data) != count:
-                raise BadRequest(f"input {name!r} has {len(data)} values, its shape {shape} needs {count}")
+            data = from_values(item["data"], datatype, shape, name)
         inputs.append(Tensor(name=name, shape=shape, datatype=datatype, data=data, parameters=parameters))
     requested: list[Any] = header["outputs"] if isinstance(header.get("outputs"), list) else []
     outputs = [str(o["name"]) for o in requested if isinstance(o, dict) and isinstance(o.get("name"), str)]
-    request_id = header.get("id")
-    return InferRequest(id=str(request_id) if request_id is not None else None, inputs=inputs, outputs=outputs)
+    parameters = header.get("parameters")
+    return InferRequest(
+        id=check_request_id(header.get("id")),
+        inputs=inputs,
+        outputs=outputs,
+        parameters=parameters if isinstance(parameters, dict) else {},
+    )
 
 
-def _value(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return v  # refused by the schema check with the row number
-    return v
+# -- from tensors to the model's columns ------------------------------------------------------------------
 
 
-def tensors_to_rows(inputs: list[Tensor], features: list[Feature]) -> list[dict[str, Any]]:
-    """One [N, F] tensor with the features in schema order, or one [N] / [N, 1] tensor per feature."""
+def _layout(inputs: list[Tensor], features: list[Feature]) -> tuple[int, dict[str, np.ndarray[Any, Any]]]:
+    """Rows and one flat array per feature: one [N, F] tensor in schema order, or one [N] / [N, 1] per feature."""
     names = [f.name for f in features]
     if len(inputs) == 1 and len(inputs[0].shape) == 2 and inputs[0].shape[1] == len(names) and len(names) > 1:
         tensor = inputs[0]
-        n, width = tensor.shape
-        return [{names[j]: _value(tensor.data[i * width + j]) for j in range(width)} for i in range(n)]
+        n = tensor.shape[0]
+        matrix = tensor.data.reshape(n, len(names))
+        return n, {name: matrix[:, j] for j, name in enumerate(names)}
     by_name = {t.name: t for t in inputs}
     missing = [n for n in names if n not in by_name]
     unknown = [t.name for t in inputs if t.name not in names]
@@ -184,23 +277,112 @@ def tensors_to_rows(inputs: list[Tensor], features: list[Feature]) -> list[dict[
         lengths.add(t.shape[0])
     if len(lengths) != 1:
         raise BadRequest("every feature tensor must have the same number of rows")
-    n = lengths.pop()
-    return [{name: _value(by_name[name].data[i]) for name in names} for i in range(n)]
+    return lengths.pop(), {name: by_name[name].data for name in names}
 
 
-def output_tensor(predictions: list[Any]) -> dict[str, Any]:
-    """The ``predict`` output: FP64 for numbers, INT64 for integer labels, BYTES for text labels."""
-    if all(isinstance(p, bool) for p in predictions):
+def _show(value: Any) -> str:
+    text = repr(value.item() if isinstance(value, np.generic) else value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _numbers(feature: Feature, values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    if values.dtype.kind == "b" or values.dtype == object:
+        return _one_by_one(feature, values, float)
+    column = values.astype(np.float64, copy=False)
+    bad = ~np.isfinite(column)
+    kind = "a finite number"
+    if feature.type == "integer":
+        bad |= (column != np.round(column)) | (np.abs(column) > MAX_SAFE_INTEGER)
+        kind = f"an integer (at most {MAX_SAFE_INTEGER} in magnitude)"
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise BadRequest(f"row {i + 1}: feature {feature.name!r} must be {kind}, got {_show(values[i])}")
+    return column
+
+
+def _one_by_one(feature: Feature, values: np.ndarray[Any, Any], kind: type) -> np.ndarray[Any, Any]:
+    """The schema's own check of each value (decimal strings for numbers, numbers for text, …)."""
+    out: list[Any] = []
+    for i, value in enumerate(values.tolist()):
+        normalised, problem = convert_value(feature, value)
+        if problem:
+            raise BadRequest(f"row {i + 1}: {problem}")
+        out.append(normalised)
+    return np.asarray(out, dtype=np.float64) if kind is float else _objects(out)
+
+
+def to_columns(
+    inputs: list[Tensor], features: list[Feature], max_rows: int | None = None
+) -> tuple[int, dict[str, np.ndarray[Any, Any]]]:
+    """The rows of a request as one checked array per feature (float64 for numbers, ``str`` objects for text).
+
+    The first bad value is refused with its row (from 1) and feature; nothing is billed for a refused request.
+    """
+    n, raw = _layout(inputs, features)
+    if n == 0:
+        raise BadRequest("the request has no rows")
+    if max_rows is not None and n > max_rows:
+        from app.core.errors import PayloadTooLarge
+
+        raise PayloadTooLarge(f"too many rows: {n}; at most {max_rows} per request")
+    columns: dict[str, np.ndarray[Any, Any]] = {}
+    for feature in features:
+        values = raw[feature.name]
+        if feature.type == "string":
+            columns[feature.name] = _one_by_one(feature, values, str)
+        else:
+            columns[feature.name] = _numbers(feature, values)
+    return n, columns
+
+
+def rows_of(columns: dict[str, np.ndarray[Any, Any]], features: list[Feature]) -> list[dict[str, Any]]:
+    """Checked columns as the row objects a task stores (integers as ``int``, as the JSON path stores them)."""
+    names = [f.name for f in features]
+    lists = []
+    for f in features:
+        values = columns[f.name]
+        lists.append([int(v) for v in values.tolist()] if f.type == "integer" else values.tolist())
+    return [dict(zip(names, row, strict=True)) for row in zip(*lists, strict=True)]
+
+
+# -- outputs and metadata ---------------------------------------------------------------------------------
+
+
+def output_tensor(predictions: np.ndarray[Any, Any], name: str = "predict") -> Tensor:
+    """Predictions as a tensor: FP64 for numbers, INT64 for integer labels, BOOL, or BYTES for text labels."""
+    kind = predictions.dtype.kind
+    if kind == "b":
         datatype = "BOOL"
-    elif all(isinstance(p, int) and not isinstance(p, bool) for p in predictions):
-        datatype = "INT64"
-    elif all(isinstance(p, int | float) and not isinstance(p, bool) for p in predictions):
-        datatype = "FP64"
-        predictions = [float(p) for p in predictions]
+    elif kind in "iu":
+        datatype, predictions = "INT64", predictions.astype(np.int64, copy=False)
+    elif kind == "f":
+        datatype, predictions = "FP64", predictions.astype(np.float64, copy=False)
     else:
-        datatype = "BYTES"
-        predictions = [str(p) for p in predictions]
-    return {"name": "predict", "shape": [len(predictions)], "datatype": datatype, "data": predictions}
+        datatype, predictions = "BYTES", _objects([str(p) for p in predictions.tolist()])
+    return Tensor(name=name, shape=[len(predictions)], datatype=datatype, data=predictions)
+
+
+def plain_values(tensor: Tensor) -> list[Any]:
+    """A tensor's values as JSON-ready Python values (a non-finite number becomes null)."""
+    values: list[Any] = tensor.data.tolist()
+    if tensor.datatype in ("FP64", "FP32", "FP16"):
+        return [v if math.isfinite(v) else None for v in values]
+    return values
+
+
+def response_json(response: InferResponse) -> bytes:
+    return orjson.dumps(
+        {
+            "model_name": response.model_name,
+            "model_version": response.model_version,
+            "id": response.id,
+            "parameters": response.parameters,
+            "outputs": [
+                {"name": t.name, "shape": t.shape, "datatype": t.datatype, "data": plain_values(t)}
+                for t in response.outputs
+            ],
+        }
+    )
 
 
 def input_metadata(features: list[Feature]) -> list[dict[str, Any]]:

@@ -50,6 +50,19 @@ class RowError(BaseModel):
     reason: str
 
 
+def check_text(text: str, max_length: int) -> str | None:
+    """What makes ``text`` unfit to store and echo (too long, control characters, lone surrogates), or None."""
+    if len(text) > max_length:
+        return f"is longer than {max_length} characters"
+    if _CONTROL.search(text):
+        return "contains control characters"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode text (a lone surrogate)"
+    return None
+
+
 def _show(value: Any) -> str:
     if value is None:
         return "null"
@@ -92,10 +105,10 @@ def convert_value(feature: Feature, value: Any) -> tuple[Any, str | None]:
         text = value.strip()
         if not text:
             return None, f"feature {name!r} is empty"
-        if len(text) > MAX_STRING_LENGTH:
-            return None, f"feature {name!r} is longer than {MAX_STRING_LENGTH} characters"
-        if _CONTROL.search(text):
-            return None, f"feature {name!r} contains control characters, got {_show(text)}"
+        problem = check_text(text, MAX_STRING_LENGTH)
+        if problem:
+            shown = f", got {_show(text)}" if "control" in problem else ""
+            return None, f"feature {name!r} {problem}{shown}"
         return text, None
     if isinstance(value, str) and not value.strip():
         return None, f"feature {name!r} is empty"

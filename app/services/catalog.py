@@ -9,6 +9,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from app.core.errors import NotFound, Unprocessable
+from app.core.notify import CATALOG_CHANNEL, Generation, notify
 from app.models.catalog import MODEL_NAME_PATTERN, ModelStatus, ModelTask, ModelVersion, ModelVersionPublic
 from app.models.user import User
 from app.runtime.schema import Feature
@@ -17,6 +18,13 @@ from app.store.base import ArtifactRef
 # Versions that exist for their author and history (an unpublished one is unlisted); only published ones are
 # shown and sold.
 VISIBLE = (ModelStatus.published.value, ModelStatus.unlisted.value)
+# Bumped after every commit that publishes or hides a version, here and (through NOTIFY) in every API process.
+GENERATION = Generation()
+
+
+def mark_changed(session: Session) -> None:
+    """Tells every in-memory view of the catalog that it is stale once this session commits."""
+    notify(session, CATALOG_CHANNEL, GENERATION.bump)
 
 
 def artifact_ref(model: ModelVersion) -> ArtifactRef:
@@ -70,6 +78,7 @@ def publish_version(
     )
     session.add(model)
     session.flush()
+    mark_changed(session)
     return model
 
 

@@ -531,5 +531,6 @@ def unpublish(session: Session, *, user_id: int, name: str) -> list[ModelVersion
         if version.status == ModelStatus.published.value:
             version.status = ModelStatus.unlisted.value
             session.add(version)
+    catalog.mark_changed(session)
     session.commit()
     return list(versions)

@@ -1,0 +1,305 @@
+"""Serving and billing a batch of synchronous inference requests in one transaction, with set-based SQL.
+
+For a batch of orders (each: a user, a model version, checked rows) one
+transaction does, in this order:
+
+1. lock the accounts involved (payers, authors, the platform) in id order and
+   read their balances: one ``SELECT … FOR UPDATE``;
+2. reserve each order's cost from its payer, in arrival order; an order its
+   payer's remaining balance cannot cover is refused alone (402) and no model
+   runs for it; the reservation is one conditional ``UPDATE`` per payer;
+3. run one ``predict`` per model on the rows of the orders that were paid for;
+4. write every paid order's task (succeeded, with its rows and results), its
+   settled charge hold and its ledger entries (charge, author's payout,
+   platform fee; each with its running ``balance_after``) with one multi-row
+   ``INSERT`` per table, and credit authors and the platform (and return the
+   reservation of an order whose model failed) with one ``UPDATE`` per account;
+5. commit.
+
+Every rule of the ledger holds for each task as if it were billed alone:
+exactly one charge and one settlement per task, balance == sum of entries,
+no balance below zero. The number of statements depends on the number of
+distinct accounts, not on the number of requests. Orders are checked before
+they get here (app.runtime.oip), so one request's data cannot fail the batch;
+should a statement fail anyway, each order is billed alone so that only the
+one at fault fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlmodel import Session
+
+from app.core.errors import AppError, BadRequest, InsufficientFunds, NotFound, ServiceUnavailable, Unprocessable
+from app.models.base import utcnow
+from app.models.ledger import PLATFORM_ACCOUNT, Account, ChargeHold, EntryKind, HoldStatus, LedgerEntry
+from app.models.task import Task, TaskStatus
+from app.runtime import oip
+from app.runtime.schema import Feature
+from app.services.ledger import LEDGER_CREDITS, LEDGER_ENTRIES, split
+
+log = logging.getLogger("mlmarket.billing")
+
+_accounts: sa.Table = Account.__table__  # type: ignore[attr-defined]
+_entries: sa.Table = LedgerEntry.__table__  # type: ignore[attr-defined]
+_holds: sa.Table = ChargeHold.__table__  # type: ignore[attr-defined]
+_tasks: sa.Table = Task.__table__  # type: ignore[attr-defined]
+
+
+class Predictor(Protocol):
+    def predict_columns(self, columns: dict[str, np.ndarray[Any, Any]], n: int) -> np.ndarray[Any, Any]: ...
+
+
+@dataclass(frozen=True)
+class Priced:
+    """The catalog version an order pays for."""
+
+    id: int
+    name: str
+    version: int
+    price_per_row: int
+    owner_id: int | None
+
+
+@dataclass
+class Order:
+    user_id: int
+    model: Priced
+    model_key: str  # orders with the same key share one predict call
+    predictor: Predictor
+    features: list[Feature]
+    columns: dict[str, np.ndarray[Any, Any]]
+    rows: int
+    request_id: str | None = None
+
+    @property
+    def cost(self) -> int:
+        return self.model.price_per_row * self.rows
+
+
+@dataclass
+class Bill:
+    task_id: str
+    cost: int
+    predictions: np.ndarray[Any, Any]
+
+
+def serve_and_bill(engine: Engine, orders: list[Order], author_share_percent: int) -> list[Bill | BaseException]:
+    """One :class:`Bill` per order, or the error that refused it (that order alone)."""
+    try:
+        return _serve_and_bill(engine, orders, author_share_percent)
+    except DBAPIError as exc:
+        if len(orders) == 1:
+            return [_database_error(exc)]
+        log.warning("billing a batch of %d failed (%s); billing each alone", len(orders), type(exc).__name__)
+    out: list[Bill | BaseException] = []
+    for order in orders:
+        try:
+            out.extend(_serve_and_bill(engine, [order], author_share_percent))
+        except DBAPIError as exc:
+            out.append(_database_error(exc))
+    return out
+
+
+def _database_error(exc: DBAPIError) -> AppError:
+    if isinstance(exc, DataError | IntegrityError):
+        return BadRequest("the request could not be stored; check its id and values")
+    return ServiceUnavailable("the database is unavailable right now; retry the request")
+
+
+@dataclass
+class _Ledger:
+    """Balances of the locked accounts and the entries of this batch, with their running balances."""
+
+    balances: dict[int, int]
+    entries: list[dict[str, Any]]
+    counts: dict[str, list[int]]
+
+    def move(self, account_id: int, amount: int, kind: EntryKind, task_id: str, memo: str | None) -> None:
+        self.balances[account_id] += amount
+        self.entries.append(
+            {
+                "account_id": account_id,
+                "amount": amount,
+                "kind": kind.value,
+                "task_id": task_id,
+                "balance_after": self.balances[account_id],
+                "idempotency_key": f"{kind.value}:{task_id}",
+                "memo": memo,
+            }
+        )
+        self.counts[kind.value].append(abs(amount))
+
+
+def _serve_and_bill(engine: Engine, orders: list[Order], share: int) -> list[Bill | BaseException]:
+    results: list[Bill | BaseException | None] = [None] * len(orders)
+    with Session(engine) as session:
+        users = {o.user_id for o in orders} | {o.model.owner_id for o in orders if o.model.owner_id is not None}
+        locked = session.execute(
+            sa.select(_accounts.c.id, _accounts.c.user_id, _accounts.c.name, _accounts.c.balance)
+            .where(sa.or_(_accounts.c.user_id.in_(sorted(users)), _accounts.c.name == PLATFORM_ACCOUNT))
+            .order_by(_accounts.c.id)
+            .with_for_update()
+        ).all()
+        account_of = {row.user_id: row.id for row in locked if row.user_id is not None}
+        platform = next((row.id for row in locked if row.user_id is None and row.name == PLATFORM_ACCOUNT), None)
+        if platform is None:
+            raise NotFound("the platform account is missing; run `mlmarket migrate`")
+        start = {row.id: int(row.balance) for row in locked}
+
+        # 2. reserve, in arrival order
+        left = dict(start)
+        reserved: dict[int, int] = defaultdict(int)
+        paid: list[int] = []
+        for i, order in enumerate(orders):
+            payer = account_of.get(order.user_id)
+            if payer is None:
+                results[i] = NotFound(f"no account for user {order.user_id}")
+            elif left[payer] < order.cost:
+                results[i] = InsufficientFunds(need=order.cost, have=left[payer])
+            else:
+                left[payer] -= order.cost
+                reserved[payer] += order.cost
+                paid.append(i)
+        for payer, amount in reserved.items():
+            debited = session.execute(
+                sa.update(_accounts)
+                .where(_accounts.c.id == payer, _accounts.c.balance >= amount)
+                .values(balance=_accounts.c.balance - amount)
+                .returning(_accounts.c.balance)
+            ).scalar_one_or_none()
+            if debited is None:  # cannot happen while the row is locked; refuse rather than guess
+                raise ServiceUnavailable("the balance changed while it was locked; retry the request")
+
+        # 3. one predict per model
+        predictions = _predict(orders, paid, results)
+
+        # 4. the tasks, holds and entries of the orders that were served
+        now = utcnow()
+        ledger = _Ledger(balances=dict(start), entries=[], counts=defaultdict(list))
+        tasks: list[dict[str, Any]] = []
+        holds: list[dict[str, Any]] = []
+        served: list[tuple[int, str]] = []
+        for i in paid:
+            if i not in predictions:
+                continue
+            order = orders[i]
+            task_id = str(uuid.uuid4())
+            served.append((i, task_id))
+            tasks.append(_task_row(order, task_id, predictions[i], now))
+            holds.append(
+                {
+                    "task_id": task_id,
+                    "account_id": account_of[order.user_id],
+                    "amount": order.cost,
+                    "status": HoldStatus.settled.value,
+                    "created_at": now,
+                    "closed_at": now,
+                }
+            )
+            memo = f"{order.model.name} v{order.model.version}"
+            ledger.move(account_of[order.user_id], -order.cost, EntryKind.charge, task_id, memo)
+        for i, task_id in served:
+            order = orders[i]
+            owner = account_of.get(order.model.owner_id) if order.model.owner_id is not None else None
+            payout, _ = split(order.cost, share if owner is not None else 0)
+            if payout and owner is not None:
+                ledger.move(owner, payout, EntryKind.payout, task_id, None)
+        for i, task_id in served:
+            order = orders[i]
+            owner = account_of.get(order.model.owner_id) if order.model.owner_id is not None else None
+            _, fee = split(order.cost, share if owner is not None else 0)
+            if fee:
+                ledger.move(platform, fee, EntryKind.fee, task_id, None)
+
+        if tasks:
+            session.execute(sa.insert(_tasks).values(tasks))
+            session.execute(sa.insert(_holds).values(holds))
+            session.execute(sa.insert(_entries).values([{**e, "created_at": now} for e in ledger.entries]))
+        # Credits, and the reservation of orders whose model failed: the locked balance after the reservation
+        # must end at the last running balance of the entries.
+        for account_id, final in ledger.balances.items():
+            delta = final - (start[account_id] - reserved.get(account_id, 0))
+            if delta:
+                session.execute(
+                    sa.update(_accounts).where(_accounts.c.id == account_id).values(balance=_accounts.c.balance + delta)
+                )
+        session.commit()
+    for kind, amounts in ledger.counts.items():
+        LEDGER_ENTRIES.labels(kind).inc(len(amounts))
+        LEDGER_CREDITS.labels(kind).inc(sum(amounts))
+    for i, task_id in served:
+        results[i] = Bill(task_id=task_id, cost=orders[i].cost, predictions=predictions[i])
+    return [r if r is not None else ServiceUnavailable("the request was not served; retry it") for r in results]
+
+
+def _predict(
+    orders: list[Order], paid: list[int], results: list[Bill | BaseException | None]
+) -> dict[int, np.ndarray[Any, Any]]:
+    """Each paid order's predictions, one predict call per model; a failing model fails its orders alone."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i in paid:
+        groups[orders[i].model_key].append(i)
+    out: dict[int, np.ndarray[Any, Any]] = {}
+    for indexes in groups.values():
+        first = orders[indexes[0]]
+        if len(indexes) == 1:
+            columns, n = first.columns, first.rows
+        else:
+            columns = {f.name: np.concatenate([orders[i].columns[f.name] for i in indexes]) for f in first.features}
+            n = sum(orders[i].rows for i in indexes)
+        try:
+            predicted = np.asarray(first.predictor.predict_columns(columns, n))
+            if predicted.shape[0] != n:
+                raise Unprocessable(f"the model gave {predicted.shape[0]} predictions for {n} rows")
+        except Exception as exc:
+            error = exc if isinstance(exc, AppError) else Unprocessable(f"the model could not predict: {exc}")
+            if not isinstance(exc, AppError):
+                log.exception("predict failed for %s v%s", first.model.name, first.model.version)
+            for i in indexes:
+                results[i] = error
+            continue
+        offset = 0
+        for i in indexes:
+            out[i] = predicted[offset : offset + orders[i].rows]
+            offset += orders[i].rows
+    return out
+
+
+def _json_value(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _task_row(order: Order, task_id: str, predictions: np.ndarray[Any, Any], now: Any) -> dict[str, Any]:
+    return {
+        "id": task_id,
+        "user_id": order.user_id,
+        "kind": "infer",
+        "model_version_id": order.model.id,
+        "status": TaskStatus.succeeded.value,
+        "cost": order.cost,
+        "rows_accepted": order.rows,
+        "rows_rejected": 0,
+        "rows_total": order.rows,
+        "input_rows": oip.rows_of(order.columns, order.features),
+        "row_numbers": list(range(1, order.rows + 1)),
+        "results": [_json_value(v) for v in predictions.tolist()],
+        "errors": [],
+        "error": None,
+        "attempts": 1,
+        "request_id": order.request_id,
+        "created_at": now,
+        "updated_at": now,
+        "started_at": now,
+        "finished_at": now,
+    }

@@ -1,4 +1,4 @@
-"""The ``mlmarket`` command: serve, migrate, create-admin, ledger verify."""
+"""The ``mlmarket`` command: serve, migrate, create-admin, ledger verify, models compile, demo-init."""
 
 from __future__ import annotations
 
@@ -130,6 +130,30 @@ def cmd_demo_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_compile(args: argparse.Namespace) -> int:
+    from sqlmodel import Session
+
+    from app.core.db import make_engine
+    from app.services import compiling
+    from app.store import make_store
+
+    settings = _settings()
+    engine = make_engine(settings)
+    store = make_store(settings)
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            versions = compiling.versions_to_compile(session, args.name, args.force)
+            for model in versions:
+                compiled = compiling.compile_version(session, store, settings, model)
+                session.commit()
+                print(f"{model.name} v{model.version}: {compiled.runtime} ({compiled.note})")
+    finally:
+        engine.dispose()
+    if not versions:
+        print("nothing to compile" + ("" if args.force else " (every version is compiled; --force compiles again)"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlmarket", description="mlmarket prediction marketplace")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -158,6 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     verify = ledger_sub.add_parser("verify", help="check that every balance equals the sum of its entries")
     verify.add_argument("--json", action="store_true", help="print the full report as JSON")
     verify.set_defaults(func=cmd_ledger_verify)
+
+    models_cmd = sub.add_parser("models", help="catalog tools")
+    models_sub = models_cmd.add_subparsers(dest="models_command", required=True)
+    compile_cmd = models_sub.add_parser(
+        "compile", help="compile catalog versions to ONNX, checked against their scikit-learn pipeline"
+    )
+    compile_cmd.add_argument("--name", default=None, help="only this model's versions")
+    compile_cmd.add_argument("--force", action="store_true", help="compile versions that are compiled already")
+    compile_cmd.set_defaults(func=cmd_models_compile)
     return parser
 
 

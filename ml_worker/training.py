@@ -29,9 +29,9 @@ from app.models.training import DatasetVersion, TrainingJob
 from app.queue.base import TRAIN_QUEUE, Broker, ConsumerOptions, Delivery
 from app.runtime.dataset import parse_csv
 from app.runtime.model import ModelRuntime, save_artifact
-from app.runtime.training import ShardResult, Task, merge_shards, train, train_shard
-from app.services import datasets, training
-from app.store.base import ArtifactStore
+from app.runtime.training import ShardResult, Task, TrainResult, merge_shards, train, train_shard
+from app.services import compiling, datasets, training
+from app.store.base import ArtifactRef, ArtifactStore
 from ml_worker import metrics
 
 log = logging.getLogger("mlmarket.worker")
@@ -78,13 +78,15 @@ class TrainingWorker:
                 training.fail(session, job_id=job_id, reason=exc.detail)
             return "failed"
         self._progress(job_id, 85, "saving the model")
-        with tempfile.TemporaryDirectory(prefix="mlmarket-training-") as tmp:
-            path = Path(tmp) / "model.skops"
-            save_artifact(result.pipeline, path, result.features)
-            ref = self.store.put(path, f"training/{job_id}/model.skops")
+        ref, compiled = self._save(job_id, job.task, result)
         with Session(self.engine, expire_on_commit=False) as session:
             done = training.complete(
-                session, job_id=job_id, result=result, artifact=ref, duration_seconds=time.perf_counter() - started
+                session,
+                job_id=job_id,
+                result=result,
+                artifact=ref,
+                duration_seconds=time.perf_counter() - started,
+                compiled=compiled,
             )
         self.processed += 1
         return "succeeded" if done else "ignored"
@@ -172,16 +174,26 @@ class TrainingWorker:
         task: Task = "classification" if job.task == "classification" else "regression"
         result = merge_shards(frame, job.target, job.algorithm, task, job.test_size, job.random_state, parts)
         self._progress(job.id, 95, "saving the model")
-        with tempfile.TemporaryDirectory(prefix="mlmarket-training-") as tmp:
-            path = Path(tmp) / "model.skops"
-            save_artifact(result.pipeline, path, result.features)
-            ref = self.store.put(path, f"training/{job.id}/model.skops")
+        ref, compiled = self._save(job.id, job.task, result)
         with Session(self.engine, expire_on_commit=False) as session:
             duration = sum(s.duration_seconds or 0.0 for s in shards) + (time.perf_counter() - started)
-            done = training.complete(session, job_id=job.id, result=result, artifact=ref, duration_seconds=duration)
+            done = training.complete(
+                session, job_id=job.id, result=result, artifact=ref, duration_seconds=duration, compiled=compiled
+            )
         if done:
             log.info("merged %d shards of training job %s", len(shards), job.id)
         return done
+
+    def _save(self, job_id: str, task: str, result: TrainResult) -> tuple[ArtifactRef, compiling.Compiled]:
+        """The trained pipeline as a skops artifact, and compiled to ONNX when it answers like the pipeline."""
+        with tempfile.TemporaryDirectory(prefix="mlmarket-training-") as tmp:
+            path = Path(tmp) / "model.skops"
+            save_artifact(result.pipeline, path, result.features)
+            ref = self.store.put(path, f"training/{job_id}/model.skops")
+        compiled = compiling.compile_and_store(
+            self.store, result.pipeline, result.features, task, result.holdout, f"training/{job_id}/model.onnx"
+        )
+        return ref, compiled
 
     def fail_job(self, job_id: str, reason: str, shard_id: str | None = None) -> None:
         with Session(self.engine, expire_on_commit=False) as session:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 
 from sqlalchemy.engine import Engine
@@ -13,8 +14,10 @@ from app.core.config import Settings
 from app.core.logging import REQUEST_ID_HEADER, reset_request_id, set_request_id
 from app.models.catalog import ModelVersion
 from app.queue.base import PREDICT_QUEUE, Broker, ConsumerOptions, Delivery
+from app.runtime import oip
 from app.runtime.cache import ModelCache
-from app.services import catalog, predictions
+from app.services import predictions
+from app.services.dataplane import ServedModel, load_predictor
 from ml_worker import metrics
 
 log = logging.getLogger("mlmarket.worker")
@@ -47,12 +50,14 @@ class PredictionWorker:
             if model is None:
                 predictions.fail(session, task_id=task_id, reason="the model of this task no longer exists")
                 return "failed"
-            runtime = self.cache.get(catalog.artifact_ref(model))
-            results = runtime.predict(list(task.input_rows))
+            served = ServedModel.of(model, [])
+            predictor = load_predictor(self.cache, served)
+            rows = list(task.input_rows)
+            predicted = predictor.predict_columns(oip.columns_of_rows(rows, served.features), len(rows))
             done = predictions.complete(
                 session,
                 task_id=task_id,
-                results=list(results),
+                results=[None if isinstance(v, float) and not math.isfinite(v) else v for v in predicted.tolist()],
                 author_share_percent=self.settings.author_share_percent,
             )
         self.processed += 1

@@ -335,6 +335,16 @@ def to_columns(
     return n, columns
 
 
+def columns_of_rows(rows: Sequence[dict[str, Any]], features: list[Feature]) -> dict[str, np.ndarray[Any, Any]]:
+    """Rows already checked against the schema (as a task stores them) as one array per feature."""
+    return {
+        f.name: _objects([r[f.name] for r in rows])
+        if f.type == "string"
+        else np.asarray([r[f.name] for r in rows], dtype=np.float64)
+        for f in features
+    }
+
+
 def rows_of(columns: dict[str, np.ndarray[Any, Any]], features: list[Feature]) -> list[dict[str, Any]]:
     """Checked columns as the row objects a task stores (integers as ``int``, as the JSON path stores them)."""
     names = [f.name for f in features]

@@ -188,11 +188,10 @@ class DataPlane:
         return served
 
     async def predictor(self, model: ServedModel) -> billing.Predictor:
-        ref = model.model_ref
-        loaded: billing.Predictor | None = self.model_cache.peek(ref.md5)
+        loaded: billing.Predictor | None = self.model_cache.peek(model.model_ref.md5)
         if loaded is None:
-            loaded = await asyncio.to_thread(self.model_cache.get, ref, _loader(model))
-        assert loaded is not None  # noqa: S101 - get() loads or raises
+            loaded = await asyncio.to_thread(load_predictor, self.model_cache, model)
+        assert loaded is not None  # noqa: S101 - load_predictor loads or raises
         return loaded
 
     # -- the protocol ---------------------------------------------------------------------------------
@@ -247,6 +246,12 @@ class DataPlane:
         )
 
 
+def load_predictor(cache: ModelCache, model: ServedModel) -> billing.Predictor:
+    """The served model from the cache, fetched and loaded on a miss (blocking)."""
+    predictor: billing.Predictor = cache.get(model.model_ref, _loader(model))
+    return predictor
+
+
 def _loader(model: ServedModel) -> Any:
     """How the served artifact is loaded: onnxruntime for a compiled model, skops for the rest (the default)."""
     if model.runtime != ONNX_RUNTIME or model.onnx is None:
@@ -256,6 +261,8 @@ def _loader(model: ServedModel) -> Any:
     features, task, classes = model.features, model.task, model.classes
 
     def load(path: Any) -> Any:
-        return CompiledModel.load(path, features, task, classes)
+        compiled = CompiledModel.load(path, features, task, classes)
+        compiled.predict_columns = compiled.predict  # type: ignore[attr-defined]  # the Predictor protocol
+        return compiled
 
     return load

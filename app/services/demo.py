@@ -18,7 +18,7 @@ from app.models.catalog import ModelStatus, ModelTask, ModelVersion
 from app.models.user import Role, User
 from app.runtime.model import ModelRuntime, save_artifact
 from app.runtime.training import DemoModelSpec, TrainResult, demo_models
-from app.services import catalog, ledger, users
+from app.services import catalog, compiling, ledger, users
 from app.store.base import ArtifactStore
 
 DEMO_ADMIN_EMAIL = "demo-admin@example.com"
@@ -79,6 +79,9 @@ def publish_trained(
         save_artifact(result.pipeline, artifact, result.features)
         classes = ModelRuntime.load(artifact).classes
         ref = store.put(artifact, f"models/{name}/v{version}/model.skops")
+    compiled = compiling.compile_and_store(
+        store, result.pipeline, result.features, task.value, result.holdout, f"models/{name}/v{version}/model.onnx"
+    )
     model = catalog.publish_version(
         session,
         name=name,
@@ -93,6 +96,8 @@ def publish_trained(
         metrics=dict(result.metrics),
         status=status,
     )
+    compiling.apply(model, compiled)
+    session.add(model)
     session.commit()
     return model
 

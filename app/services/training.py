@@ -26,7 +26,7 @@ from app.models.training import Dataset, DatasetVersion, TrainingJob, TrainingJo
 from app.queue.base import TRAIN_QUEUE
 from app.runtime.schema import Feature
 from app.runtime.training import ALGORITHMS, TrainResult, checked_hyperparameters
-from app.services import catalog, datasets, ledger
+from app.services import catalog, compiling, datasets, ledger
 from app.store.base import ArtifactRef, ArtifactStore
 
 MAX_SHARDS = 8
@@ -233,7 +233,13 @@ def dataset_version_of(session: Session, job: TrainingJob) -> DatasetVersion:
 
 
 def complete(
-    session: Session, *, job_id: str, result: TrainResult, artifact: ArtifactRef, duration_seconds: float
+    session: Session,
+    *,
+    job_id: str,
+    result: TrainResult,
+    artifact: ArtifactRef,
+    duration_seconds: float,
+    compiled: compiling.Compiled | None = None,
 ) -> bool:
     """Stores metrics, report and artifact and settles the charge (all to the platform), exactly once."""
     now = utcnow()
@@ -250,6 +256,7 @@ def complete(
             artifact_md5=artifact.md5,
             artifact_size=artifact.size,
             artifact_path=artifact.path,
+            **(compiled.columns() if compiled is not None else {}),
             duration_seconds=duration_seconds,
             error=None,
             finished_at=now,
@@ -518,6 +525,8 @@ def publish(
         classes=(job.report or {}).get("classes"),
         metrics=job.metrics,
     )
+    compiling.apply(model, compiling.of_job(job))
+    session.add(model)
     session.commit()
     return model
 

@@ -40,7 +40,7 @@ def get_read_session(engine: Annotated[Engine, Depends(get_engine)]) -> Iterator
         yield session
 
 
-def get_dataplane(request: Request) -> DataPlane:
+async def get_dataplane(request: Request) -> DataPlane:  # async: no thread hop on the serving path
     dataplane: DataPlane = request.app.state.dataplane
     return dataplane
 

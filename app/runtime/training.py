@@ -358,6 +358,8 @@ class TrainResult:
     metrics: dict[str, float]
     # Confusion matrix, classes, feature importance, row counts and durations: what a report shows.
     report: dict[str, Any] = field(default_factory=dict)
+    # The held-out rows the metrics were scored on: what a compiled model is checked against.
+    holdout: pd.DataFrame | None = None
 
 
 def _frame_for(df: pd.DataFrame, features: Sequence[Feature]) -> pd.DataFrame:
@@ -520,7 +522,7 @@ def evaluate(
     method, importance = feature_importance(pipeline, data.features, split.x_test, split.y_test, random_state)
     report["feature_importance"] = {"method": method, "values": importance}
     report["durations"] = {"fit_seconds": fit_seconds, "evaluate_seconds": time.perf_counter() - started}
-    return TrainResult(pipeline=pipeline, features=data.features, metrics=metrics, report=report)
+    return TrainResult(pipeline=pipeline, features=data.features, metrics=metrics, report=report, holdout=split.x_test)
 
 
 # -- sharded training -------------------------------------------------------------------------------------

@@ -116,9 +116,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)  # outermost: every log line of the request carries its id
 
+    app.include_router(inference.router)  # first: the serving path is matched before every other route
     app.include_router(api_router)
     app.include_router(health.router)
-    app.include_router(inference.router)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

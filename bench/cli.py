@@ -1,4 +1,4 @@
-"""``python -m bench``: batch throughput, paid single-row tasks per second and server memory, as a table and JSON.
+"""``python -m bench``: batch throughput, paid tasks per second, memory, and synchronous infer against MLServer.
 
 1. A batch of ``--rows`` rows through the whole pipeline (HTTP, row checks, charge, outbox, queue, worker,
    results) on the embedded default, against ``predict`` of the same fitted pipeline in this process.
@@ -6,12 +6,17 @@
    on the embedded default and on PostgreSQL + RabbitMQ with one ``python -m ml_worker`` (unless
    ``--no-services`` or the services are unreachable), each against a bare commit/queue/consume/commit loop.
 3. Resident memory (VmRSS) of the API server process (and of the worker) after the run.
+4. Cold load of a model from S3 (SeaweedFS).
+5. The infer matrix (``bench/infer.py``): mlmarket's Open Inference Protocol, REST and gRPC, on the embedded
+   default and on PostgreSQL + RabbitMQ, against MLServer as shipped and with adaptive batching, for the forest
+   and a linear model. ``--only infer`` runs this part alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -27,7 +32,7 @@ from typing import Any
 
 from app.core.config import Settings
 from bench import baseline, coldload, infer, measure, services
-from bench.server import ApiServer, WorkerProcess
+from bench.server import ApiServer, WorkerProcess, free_port
 from bench.workload import Workload, make_workload, prepare_database
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -52,8 +57,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients for the tasks (default 4)")
     parser.add_argument("--repeats", type=int, default=None, help="batches timed (default 5, 1 with --smoke)")
     parser.add_argument("--no-services", action="store_true", help="skip PostgreSQL + RabbitMQ")
-    parser.add_argument("--infer-seconds", type=float, default=None, help="seconds per infer level (default 5)")
+    parser.add_argument(
+        "--infer-seconds", type=float, default=None, help="seconds per infer run (default 5; wrk rounds up to whole s)"
+    )
     parser.add_argument("--no-mlserver", action="store_true", help="measure mlmarket's infer alone")
+    parser.add_argument("--no-wrk", action="store_true", help="drive the REST infer runs with httpx, not wrk")
+    parser.add_argument("--no-grpc", action="store_true", help="skip the gRPC infer runs")
+    parser.add_argument("--no-infer", action="store_true", help="skip the infer matrix")
+    parser.add_argument("--only", choices=("infer",), default=None, help="run one part alone: infer (the matrix)")
     parser.add_argument("--no-cold-load", action="store_true", help="skip the cold load from S3 (SeaweedFS)")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "latest.json", help="where to write the JSON")
     args = parser.parse_args(argv)
@@ -64,6 +75,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("rows", "tasks", "clients", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
+    if args.infer_seconds <= 0:
+        parser.error("--infer-seconds must be positive")
+    if args.only == "infer" and args.no_infer:
+        parser.error("--only infer and --no-infer exclude each other")
     return args
 
 
@@ -78,6 +93,8 @@ def server_env(data_dir: Path, rows: int, body_bytes: int, **extra: str) -> dict
         "MLMARKET_PREDICT_MAX_BYTES": limit,
         "MLMARKET_LOG_LEVEL": "warning",
     }
+    if "grpc_port" in Settings.model_fields:
+        env["MLMARKET_GRPC_PORT"] = "0"  # no gRPC server unless asked for (its default port may be taken)
     env.update({f"MLMARKET_{k.upper()}": v for k, v in extra.items()})
     return env
 
@@ -93,6 +110,11 @@ def prepare(env: dict[str, str], workload: Workload) -> None:
     prepare_database(settings_from(env), workload.result, workload.extra_models)
 
 
+def prepare_infer(env: dict[str, str], workload: Workload) -> None:
+    """The infer matrix's catalog: the forest and the linear model only."""
+    prepare_database(settings_from(env), workload.result, (), workload.linear)
+
+
 def run_embedded(args: argparse.Namespace, workload: Workload, body_bytes: int, tmp: Path) -> dict[str, Any]:
     env = server_env(tmp / "embedded-data", args.rows, body_bytes)
     prepare(env, workload)
@@ -104,20 +126,6 @@ def run_embedded(args: argparse.Namespace, workload: Workload, body_bytes: int, 
         out["five_models"] = asyncio.run(measure.one_task_per_model(api.base_url, workload))
         api.check_alive()
         out["rss_kib"] = api.rss_kib()
-        try:
-            out["infer"] = infer.compare(
-                api.base_url,
-                workload,
-                tmp,
-                seconds=args.infer_seconds,
-                smoke=args.smoke,
-                mlserver_reason="--no-mlserver" if args.no_mlserver else None,
-            )
-        except Exception as exc:
-            traceback.print_exc()
-            out["infer_error"] = f"{type(exc).__name__}: {exc}"
-        api.check_alive()
-        out["rss_kib_after_infer"] = api.rss_kib()
     out["baseline"] = asyncio.run(
         baseline.embedded_baseline(tmp / "baseline.db", args.tasks, args.clients, workload.rows)
     )
@@ -147,6 +155,44 @@ def run_services(args: argparse.Namespace, workload: Workload, body_bytes: int, 
     return out
 
 
+def infer_env(data_dir: Path, body_bytes: int, **extra: str) -> dict[str, str]:
+    """An API of the infer matrix: a gRPC port of its own, and top-ups large enough for one per paying user."""
+    if "grpc_port" in Settings.model_fields:
+        extra = {"grpc_port": str(free_port()), **extra}
+    return server_env(data_dir, 100, body_bytes, max_top_up=str(infer.MAX_TOP_UP), **extra)
+
+
+def run_infer(args: argparse.Namespace, workload: Workload, body_bytes: int, tmp: Path) -> dict[str, Any]:
+    """The infer matrix: mlmarket on the embedded default and (when reachable) on PostgreSQL + RabbitMQ, both up
+    at once so that every point can alternate between them and MLServer."""
+    services_reason = "--no-services" if args.no_services else services.unavailable_reason()
+    with contextlib.ExitStack() as stack:
+        env = infer_env(tmp / "infer-embedded-data", body_bytes)
+        prepare_infer(env, workload)
+        apis = [("mlmarket-embedded", stack.enter_context(ApiServer(env, tmp / "infer-embedded-api.log")))]
+        if services_reason is None:
+            postgres_url = stack.enter_context(services.postgres_database())
+            amqp_url = stack.enter_context(services.rabbitmq_vhost())
+            env = infer_env(tmp / "infer-services-data", body_bytes, database_url=postgres_url, broker_url=amqp_url)
+            prepare_infer(env, workload)
+            apis.append(("mlmarket-postgresql", stack.enter_context(ApiServer(env, tmp / "infer-services-api.log"))))
+        out = infer.compare(
+            apis,
+            workload,
+            tmp,
+            seconds=args.infer_seconds,
+            smoke=args.smoke,
+            mlserver_reason="--no-mlserver" if args.no_mlserver else None,
+            wrk_reason="--no-wrk" if args.no_wrk else None,
+            grpc_reason="--no-grpc" if args.no_grpc else None,
+        )
+        for _, api in apis:
+            api.check_alive()
+    if services_reason is not None:
+        out["services_skipped"] = services_reason
+    return out
+
+
 def _num(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
 
@@ -157,45 +203,6 @@ def _ratio(value: float) -> str:
 
 def _mb(kib: int | None) -> str:
     return "n/a" if kib is None else f"{kib * 1024 / 1e6:,.0f} MB"
-
-
-def infer_rows(emb: dict[str, Any]) -> list[tuple[str, str, str]]:
-    part = emb.get("infer")
-    if not part:
-        return []
-    rows: list[tuple[str, str, str]] = []
-    mlserver_runs = part.get("mlserver") or [None] * len(part["mlmarket"])
-    for mine, theirs in zip(part["mlmarket"], mlserver_runs, strict=True):
-        c = mine["concurrency"]
-        rows.append(
-            (
-                f"single-row infer via mlmarket OIP, concurrency {c} (req/s; p50 {mine['latency_p50_ms']:.1f} ms, "
-                f"p99 {mine['latency_p99_ms']:.1f} ms)",
-                _num(mine["requests_per_second"]),
-                "",
-            )
-        )
-        if theirs is None:
-            continue
-        rows.append(
-            (
-                f"same via MLServer, concurrency {c} (req/s; p50 {theirs['latency_p50_ms']:.1f} ms, "
-                f"p99 {theirs['latency_p99_ms']:.1f} ms)",
-                _num(theirs["requests_per_second"]),
-                "",
-            )
-        )
-        rows.append(
-            (
-                f"infer ratio at concurrency {c} (mlmarket / MLServer req/s; p99 mlmarket / MLServer)",
-                f"{_ratio(mine['requests_per_second'] / theirs['requests_per_second'])} "
-                f"(p99 {_ratio(mine['latency_p99_ms'] / theirs['latency_p99_ms'])})",
-                "≥ 1.0x (p99 ≤ 1.0x)",
-            )
-        )
-    if "mlserver_skipped" in part:
-        rows.append(("MLServer", "skipped", part["mlserver_skipped"]))
-    return rows
 
 
 def table(result: dict[str, Any]) -> str:
@@ -235,7 +242,6 @@ def table(result: dict[str, Any]) -> str:
                 f"≥ {TASKS_GOAL}x" if key == "services" else "reported",
             ),
         ]
-    rows += infer_rows(emb)
     svc = result.get("services") or {}
     if "rss_kib" in emb:
         rows.append(("API server RSS, embedded (API + in-process worker holding 5 models)", _mb(emb["rss_kib"]), ""))
@@ -260,14 +266,19 @@ def table(result: dict[str, Any]) -> str:
             ),
             ("cold load ratio (bare time / mlmarket time)", _ratio(cold["ratio"]), "reported"),
         ]
-    for key in ("cold_load_skipped", "cold_load_error", "infer_error"):
+    for key in ("cold_load_skipped", "cold_load_error", "infer_skipped", "infer_error"):
         if key in result:
             rows.append((key.replace("_", " "), "n/a", str(result[key])[:200]))
     if "services_skipped" in result:
         rows.append(("real services", "skipped", result["services_skipped"]))
-    lines = ["| figure | measured | goal |", "|---|---:|---|"]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
-    return "\n".join(lines)
+    lines = []
+    if rows:
+        lines += ["| figure | measured | goal |", "|---|---:|---|"]
+        lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    part = result.get("infer")
+    if part:
+        lines += ["", *infer.notes(part), "", infer.table(part)]
+    return "\n".join(lines).strip("\n")
 
 
 def machine() -> dict[str, Any]:
@@ -277,6 +288,40 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "load_average_at_start": os.getloadavg(),
     }
+
+
+def run_core(args: argparse.Namespace, workload: Workload, body_bytes: int, tmp: Path, result: dict[str, Any]) -> int:
+    """Batch, tasks, memory and cold load; fills ``result`` and returns the exit status."""
+    status = 0
+    try:
+        emb = result["embedded"] = run_embedded(args, workload, body_bytes, tmp)
+        result["batch_ratio"] = emb["batch"]["rows_per_second"] / result["bare_predict"]["rows_per_second"]
+        emb["tasks_ratio"] = emb["tasks"]["tasks_per_second"] / emb["baseline"]["tasks_per_second"]
+    except Exception as exc:
+        traceback.print_exc()
+        result["embedded_error"] = f"{type(exc).__name__}: {exc}"
+        status = 1
+    reason = "--no-services" if args.no_services else services.unavailable_reason()
+    if reason:
+        result["services_skipped"] = reason
+    else:
+        try:
+            svc = result["services"] = run_services(args, workload, body_bytes, tmp)
+            svc["tasks_ratio"] = svc["tasks"]["tasks_per_second"] / svc["baseline"]["tasks_per_second"]
+        except Exception as exc:
+            traceback.print_exc()
+            result["services_error"] = f"{type(exc).__name__}: {exc}"
+            status = 1
+    if args.no_cold_load:
+        result["cold_load_skipped"] = "--no-cold-load"
+    else:
+        try:
+            result["cold_load"] = coldload.measure(workload, tmp, 1 if args.smoke else COLD_LOAD_REPEATS)
+        except Exception as exc:
+            traceback.print_exc()
+            result["cold_load_error"] = f"{type(exc).__name__}: {exc}"
+            status = 1
+    return status
 
 
 def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
@@ -289,40 +334,26 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
     started = time.perf_counter()
     workload = make_workload(args.rows)
     body_bytes = len(json.dumps({"model": "x", "rows": workload.rows}).encode())
-    result["bare_predict"] = measure.bare_predict(workload, repeats=max(args.repeats, 3))
+    everything = args.only is None
+    if everything:
+        result["bare_predict"] = measure.bare_predict(workload, repeats=max(args.repeats, 3))
     with tempfile.TemporaryDirectory(prefix="mlmarket-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        try:
-            emb = result["embedded"] = run_embedded(args, workload, body_bytes, tmp)
-            result["batch_ratio"] = emb["batch"]["rows_per_second"] / result["bare_predict"]["rows_per_second"]
-            emb["tasks_ratio"] = emb["tasks"]["tasks_per_second"] / emb["baseline"]["tasks_per_second"]
-        except Exception as exc:
-            traceback.print_exc()
-            result["embedded_error"] = f"{type(exc).__name__}: {exc}"
-            status = 1
-        reason = "--no-services" if args.no_services else services.unavailable_reason()
-        if reason:
-            result["services_skipped"] = reason
+        if everything:
+            status = run_core(args, workload, body_bytes, tmp, result)
+        if args.no_infer:
+            result["infer_skipped"] = "--no-infer"
         else:
             try:
-                svc = result["services"] = run_services(args, workload, body_bytes, tmp)
-                svc["tasks_ratio"] = svc["tasks"]["tasks_per_second"] / svc["baseline"]["tasks_per_second"]
+                infer_started = time.perf_counter()
+                result["infer"] = run_infer(args, workload, body_bytes, tmp)
+                result["infer"]["total_seconds"] = time.perf_counter() - infer_started
+                if result["infer"]["problems"]:
+                    status = 1
             except Exception as exc:
                 traceback.print_exc()
-                result["services_error"] = f"{type(exc).__name__}: {exc}"
+                result["infer_error"] = f"{type(exc).__name__}: {exc}"
                 status = 1
-        if args.no_cold_load:
-            result["cold_load_skipped"] = "--no-cold-load"
-        else:
-            try:
-                result["cold_load"] = coldload.measure(workload, tmp, 1 if args.smoke else COLD_LOAD_REPEATS)
-            except Exception as exc:
-                traceback.print_exc()
-                result["cold_load_error"] = f"{type(exc).__name__}: {exc}"
-                status = 1
-    if "infer_error" in result.get("embedded", {}):
-        result["infer_error"] = result["embedded"]["infer_error"]
-        status = 1
     result["total_seconds"] = time.perf_counter() - started
     result["machine"]["load_average_at_end"] = os.getloadavg()
     return result, status
@@ -343,4 +374,6 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("embedded_error", "services_error", "infer_error", "cold_load_error"):
         if key in result:
             print(f"{key.replace('_', ' ')}: {result[key]}", file=sys.stderr)
+    for problem in (result.get("infer") or {}).get("problems", []):
+        print(f"infer problem: {problem}", file=sys.stderr)
     return status

@@ -35,19 +35,20 @@ class User:
     headers: dict[str, str]
 
     @classmethod
-    async def register(cls, client: httpx.AsyncClient, credits: int) -> User:
+    async def register(cls, client: httpx.AsyncClient, credits: int, max_top_up: int = MAX_TOP_UP) -> User:
         email = f"bench-{uuid.uuid4().hex[:12]}@example.com"
         r = await client.post("/api/v1/auth/register", json={"email": email, "password": PASSWORD})
         _expect(r, 201, "register")
         r = await client.post("/api/v1/auth/token", data={"username": email, "password": PASSWORD})
         token = _expect(r, 200, "token")["access_token"]
         user = cls(client, {"Authorization": f"Bearer {token}"})
-        await user.top_up(credits)
+        await user.top_up(credits, max_top_up)
         return user
 
-    async def top_up(self, credits: int) -> None:
+    async def top_up(self, credits: int, max_top_up: int = MAX_TOP_UP) -> None:
+        """Adds ``credits`` in top-ups of at most ``max_top_up`` (the server's ``max_top_up`` setting)."""
         while credits > 0:
-            amount = min(credits, MAX_TOP_UP)
+            amount = min(credits, max_top_up)
             r = await self.client.post(
                 "/api/v1/wallet/top-ups",
                 json={"amount": amount},
@@ -55,6 +56,10 @@ class User:
             )
             _expect(r, 201, "top-up")
             credits -= amount
+
+    async def balance(self) -> int:
+        r = await self.client.get("/api/v1/wallet", headers=self.headers)
+        return int(_expect(r, 200, "read wallet")["balance"])
 
     async def submit(self, rows: list[dict[str, Any]] | bytes) -> str:
         if isinstance(rows, bytes):

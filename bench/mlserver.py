@@ -1,4 +1,4 @@
-"""MLServer (``mlserver`` + ``mlserver-sklearn``) serving the benchmark's fitted model, for the side-by-side infer run.
+"""MLServer (``mlserver`` + ``mlserver-sklearn``) serving the benchmark's fitted models, for the side-by-side infer run.
 
 MLServer lives in its own virtualenv (``.tools/mlserver-venv``, made by ``bench/setup_mlserver.sh``) because its
 dependencies may conflict with mlmarket's. The model is the same fitted pipeline, saved with joblib for MLServer's
@@ -6,6 +6,9 @@ sklearn runtime. mlmarket's pipeline selects its columns by name (a ``ColumnTran
 which only works on DataFrames; MLServer hands the runtime a NumPy array for a ``[1, F]`` FP64 tensor, so the copy
 saved for MLServer names the same columns by position. Nothing else changes: the same fitted imputer and trees,
 and the predictions are checked to be identical.
+
+Each model is served twice by one MLServer process: as shipped (MLServer's defaults) and with adaptive batching
+on (``max_batch_size`` 64, ``max_batch_time`` 5 ms, per-model settings in MLServer), under ``<name>-batched``.
 """
 
 from __future__ import annotations
@@ -32,7 +35,14 @@ ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(os.environ.get("MLSERVER_VENV", ROOT / ".tools" / "mlserver-venv"))
 SETUP_SCRIPT = Path(__file__).resolve().parent / "setup_mlserver.sh"
 SETUP_TIMEOUT_SECONDS = 900
-MODEL_NAME = "bench-forest"
+ADAPTIVE_BATCHING = {"max_batch_size": 64, "max_batch_time": 0.005}
+SETTINGS = ("shipped", "batched")
+BATCHED_SUFFIX = "-batched"
+
+
+def served_name(name: str, setting: str) -> str:
+    """The name MLServer serves a model under for one of its two settings."""
+    return name if setting == "shipped" else f"{name}{BATCHED_SUFFIX}"
 
 
 def venv_ready() -> bool:
@@ -71,36 +81,40 @@ def positional_copy(pipeline: Pipeline) -> Pipeline:
     return clone
 
 
-def write_model(pipeline: Pipeline, frame: Any, folder: Path) -> Path:
-    """The model folder MLServer loads: ``model.joblib`` and ``model-settings.json``. Checks the copy predicts alike."""
-    model = positional_copy(pipeline)
+def write_models(pipelines: dict[str, Pipeline], frame: Any, folder: Path) -> Path:
+    """The model folders MLServer loads, two per pipeline (as shipped and batched): ``model.joblib`` and
+    ``model-settings.json`` each. Checks that every copy predicts like the original."""
     sample = frame.head(200)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "X does not have valid feature names": expected for NumPy input
-        same = np.array_equal(model.predict(sample.to_numpy(dtype=float)), pipeline.predict(sample))
-    if not same:
-        raise RuntimeError("the positional copy of the pipeline does not predict like the original")
-    model_dir = folder / MODEL_NAME
-    model_dir.mkdir(parents=True, exist_ok=True)
-    joblib.dump(model, model_dir / "model.joblib")
-    (model_dir / "model-settings.json").write_text(
-        json.dumps(
-            {
-                "name": MODEL_NAME,
+    for name, pipeline in pipelines.items():
+        model = positional_copy(pipeline)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "X does not have valid feature names": expected for NumPy input
+            same = np.array_equal(model.predict(sample.to_numpy(dtype=float)), pipeline.predict(sample))
+        if not same:
+            raise RuntimeError(f"the positional copy of {name} does not predict like the original")
+        for setting in SETTINGS:
+            model_name = served_name(name, setting)
+            model_dir = folder / model_name
+            model_dir.mkdir(parents=True, exist_ok=True)
+            joblib.dump(model, model_dir / "model.joblib")
+            model_settings: dict[str, Any] = {
+                "name": model_name,
                 "implementation": "mlserver_sklearn.SKLearnModel",
                 "parameters": {"uri": "./model.joblib", "version": "v1"},
             }
-        )
-    )
+            if setting == "batched":
+                model_settings.update(ADAPTIVE_BATCHING)
+            (model_dir / "model-settings.json").write_text(json.dumps(model_settings))
     return folder
 
 
 class MLServerProcess(ChildProcess):
     """``mlserver start`` on free ports of 127.0.0.1 with its defaults, except debug logging off."""
 
-    def __init__(self, models_dir: Path, log_path: Path) -> None:
+    def __init__(self, models_dir: Path, log_path: Path, model_names: list[str]) -> None:
         self.port = free_port()
         self.models_dir = models_dir
+        self.model_names = model_names
         self.settings = {
             "host": HOST,
             "http_port": self.port,
@@ -115,7 +129,7 @@ class MLServerProcess(ChildProcess):
         env["PATH"] = f"{VENV / 'bin'}:{env.get('PATH', '')}"
         super().__init__("MLServer", [], env, log_path)
         self.base_url = f"http://{HOST}:{self.port}"
-        self.infer_path = f"/v2/models/{MODEL_NAME}/infer"
+        self.grpc_target = f"{HOST}:{self.settings['grpc_port']}"
 
     def start(self) -> None:
         log = self.log_path.open("ab")
@@ -132,13 +146,18 @@ class MLServerProcess(ChildProcess):
             log.close()
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         last = "no answer"
+        waiting = list(self.model_names)
         while time.monotonic() < deadline:
             self.check_alive()
             try:
-                r = httpx.get(f"{self.base_url}/v2/models/{MODEL_NAME}/ready", timeout=5)
-                if r.status_code == 200:
+                while waiting:
+                    r = httpx.get(f"{self.base_url}/v2/models/{waiting[0]}/ready", timeout=5)
+                    if r.status_code != 200:
+                        break
+                    waiting.pop(0)
+                if not waiting:
                     return
-                last = f"HTTP {r.status_code} {r.text[:200]}"
+                last = f"{waiting[0]}: HTTP {r.status_code} {r.text[:200]}"
             except httpx.HTTPError as exc:
                 last = repr(exc)
             time.sleep(0.2)

@@ -126,6 +126,8 @@ class ApiServer(ChildProcess):
             log_path,
         )
         self.base_url = f"http://{HOST}:{self.port}"
+        grpc_port = env.get("MLMARKET_GRPC_PORT", "0")
+        self.grpc_target = f"{HOST}:{grpc_port}" if grpc_port not in ("", "0") else None
 
     def start(self) -> None:
         super().start()

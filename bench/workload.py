@@ -1,4 +1,5 @@
-"""The benchmark's model and rows: a 100-tree random forest on the diabetes data, published like any model."""
+"""The benchmark's models and rows: a 100-tree random forest and a linear regression on the diabetes data, both
+published like any model (``publish_trained``)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from app.services.demo import publish_trained
 from app.store import make_store
 
 MODEL_NAME = "bench-diabetes-forest"
+LINEAR_MODEL_NAME = "bench-diabetes-linear"
 N_ESTIMATORS = 100
 PRICE_PER_ROW = 1
 SEED = 20240601
@@ -40,6 +42,7 @@ class Workload:
     result: TrainResult
     rows: list[dict[str, Any]]
     extra_models: list[ExtraModel] = field(default_factory=list)
+    linear: TrainResult | None = None  # the linear regression of the infer comparison (same data, same rows)
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -58,6 +61,11 @@ def train_model() -> TrainResult:
     return train(
         frame, target, "RandomForestRegressor", {"n_estimators": N_ESTIMATORS, "random_state": 42}, "regression"
     )
+
+
+def train_linear() -> TrainResult:
+    frame, target = _diabetes_spec_frame()
+    return train(frame, target, "LinearRegression", {}, "regression")
 
 
 def make_rows(result: TrainResult, count: int) -> list[dict[str, Any]]:
@@ -85,11 +93,16 @@ def extra_models() -> list[ExtraModel]:
 
 def make_workload(rows: int) -> Workload:
     result = train_model()
-    return Workload(result=result, rows=make_rows(result, rows), extra_models=extra_models())
+    return Workload(result=result, rows=make_rows(result, rows), extra_models=extra_models(), linear=train_linear())
 
 
-def prepare_database(settings: Settings, result: TrainResult, extra_models: Sequence[ExtraModel] = ()) -> None:
-    """Migrates the database of ``settings`` and publishes the benchmark model into its catalog and store."""
+def prepare_database(
+    settings: Settings,
+    result: TrainResult,
+    extra_models: Sequence[ExtraModel] = (),
+    linear: TrainResult | None = None,
+) -> None:
+    """Migrates the database of ``settings`` and publishes the benchmark models into its catalog and store."""
     migrations.upgrade(settings)
     engine = make_engine(settings)
     try:
@@ -105,6 +118,18 @@ def prepare_database(settings: Settings, result: TrainResult, extra_models: Sequ
                 owner_id=None,
                 description=f"Benchmark: random forest with {N_ESTIMATORS} trees on the diabetes data.",
             )
+            if linear is not None:
+                publish_trained(
+                    session,
+                    make_store(settings),
+                    name=LINEAR_MODEL_NAME,
+                    result=linear,
+                    task=ModelTask.regression,
+                    algorithm="LinearRegression",
+                    price_per_row=PRICE_PER_ROW,
+                    owner_id=None,
+                    description="Benchmark: linear regression on the diabetes data.",
+                )
             for extra in extra_models:
                 publish_trained(
                     session,

@@ -26,9 +26,18 @@ def test_bench_smoke_runs_and_prints_the_table(tmp_path: Path) -> None:
     assert ratio[0].split("|")[2].strip().endswith("x"), ratio[0]
     assert any(line.startswith("| tasks ratio, embedded") for line in lines), done.stdout
     assert any(line.startswith("| API server RSS") for line in lines), done.stdout
-    for level in (1, 16, 64):
-        assert any(line.startswith(f"| single-row infer via mlmarket OIP, concurrency {level} ") for line in lines)
-    # MLServer runs when its virtualenv exists (bench/setup_mlserver.sh); smoke mode never installs it.
-    assert any(line.startswith(("| infer ratio at concurrency 1 ", "| MLServer | skipped |")) for line in lines)
+    # The infer matrix: mlmarket's REST path for both models always, gRPC when the API serves it; smoke mode
+    # leaves MLServer out (a run without --smoke compares with it) and uses wrk only when it is installed.
+    infer_rows = [line for line in lines if line.startswith(("| forest, ", "| linear, "))]
+    for model in ("forest", "linear"):
+        for point in ("1 row, c=16, REST, embedded", "100 rows, c=4, REST, embedded"):
+            row = next((line for line in infer_rows if line.startswith(f"| {model}, {point} |")), None)
+            assert row is not None, done.stdout
+            assert "error" not in row.split("|")[2] and "ERRORS" not in row and "WRONG" not in row, row
+    assert any(line.startswith(("REST load: wrk", "REST load: httpx")) for line in lines), done.stdout
+    assert any(line.startswith(("| forest, 1 row, c=64, gRPC, embedded |", "gRPC skipped: ")) for line in lines), (
+        done.stdout
+    )
+    assert any(line.startswith("MLServer skipped: smoke mode") for line in lines), done.stdout
     assert any(line.startswith(("| cold load ratio", "| cold load error")) for line in lines), done.stdout
     assert output.exists()

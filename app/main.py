@@ -49,7 +49,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     model_cache = ModelCache(store, settings.model_cache_max_models, settings.model_cache_max_bytes)
 
     secret_key = settings.resolved_secret_key()
-    dataplane = DataPlane(settings, engine, model_cache, secret_key)
+    # The serving path bills on connections of its own, without a liveness ping per checkout (it retries a
+    # batch whose connection turned out dead).
+    serving_engine = make_engine(settings, pre_ping=False)
+    dataplane = DataPlane(settings, engine, model_cache, secret_key, serving_engine=serving_engine)
     # On PostgreSQL other processes publish and hide models too: their commits reach this one as notices.
     listener = None if settings.is_sqlite else Listener(engine, {CATALOG_CHANNEL: catalog.GENERATION.bump})
 
@@ -92,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await task
             await broker.close()
             engine.dispose()
+            serving_engine.dispose()
 
     app = FastAPI(
         title="mlmarket",

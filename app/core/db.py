@@ -14,7 +14,9 @@ from sqlmodel import Session, create_engine
 from app.core.config import Settings
 
 
-def make_engine(settings: Settings) -> Engine:
+def make_engine(settings: Settings, *, pre_ping: bool = True) -> Engine:
+    """The engine. ``pre_ping=False`` skips the liveness round trip on each checkout: for callers that retry a
+    transaction whose connection turns out dead (SQLAlchemy then drops the pool's stale connections)."""
     url = settings.sqlalchemy_url
     if url.startswith("sqlite"):
         database = make_url(url).database
@@ -32,7 +34,7 @@ def make_engine(settings: Settings) -> Engine:
         url,
         pool_size=settings.db_pool_size,
         max_overflow=20,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_recycle=1800,
     )
 

@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
-from sqlmodel import Session
 
 from app.core.errors import AppError, BadRequest, InsufficientFunds, NotFound, ServiceUnavailable, Unprocessable
 from app.models.base import utcnow
@@ -95,9 +95,18 @@ class Bill:
 
 
 def serve_and_bill(engine: Engine, orders: list[Order], author_share_percent: int) -> list[Bill | BaseException]:
-    """One :class:`Bill` per order, or the error that refused it (that order alone)."""
+    """One :class:`Bill` per order, or the error that refused it (that order alone).
+
+    A connection found dead (the database restarted, or closed it) is replaced and the batch tried once more:
+    nothing of a failed transaction was kept.
+    """
     try:
-        return _serve_and_bill(engine, orders, author_share_percent)
+        try:
+            return _serve_and_bill(engine, orders, author_share_percent)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            return _serve_and_bill(engine, orders, author_share_percent)
     except DBAPIError as exc:
         if len(orders) == 1:
             return [_database_error(exc)]
@@ -143,9 +152,10 @@ class _Ledger:
 
 def _serve_and_bill(engine: Engine, orders: list[Order], share: int) -> list[Bill | BaseException]:
     results: list[Bill | BaseException | None] = [None] * len(orders)
-    with Session(engine) as session:
+    with engine.connect() as connection, connection.begin():
+        # 1. lock and read every account the batch touches, in id order (the same order everywhere: no deadlock)
         users = {o.user_id for o in orders} | {o.model.owner_id for o in orders if o.model.owner_id is not None}
-        locked = session.execute(
+        locked = connection.execute(
             sa.select(_accounts.c.id, _accounts.c.user_id, _accounts.c.name, _accounts.c.balance)
             .where(sa.or_(_accounts.c.user_id.in_(sorted(users)), _accounts.c.name == PLATFORM_ACCOUNT))
             .order_by(_accounts.c.id)
@@ -157,9 +167,8 @@ def _serve_and_bill(engine: Engine, orders: list[Order], share: int) -> list[Bil
             raise NotFound("the platform account is missing; run `mlmarket migrate`")
         start = {row.id: int(row.balance) for row in locked}
 
-        # 2. reserve, in arrival order
+        # 2. reserve, in arrival order, against the locked balances: nothing else can spend them until commit
         left = dict(start)
-        reserved: dict[int, int] = defaultdict(int)
         paid: list[int] = []
         for i, order in enumerate(orders):
             payer = account_of.get(order.user_id)
@@ -169,22 +178,12 @@ def _serve_and_bill(engine: Engine, orders: list[Order], share: int) -> list[Bil
                 results[i] = InsufficientFunds(need=order.cost, have=left[payer])
             else:
                 left[payer] -= order.cost
-                reserved[payer] += order.cost
                 paid.append(i)
-        for payer, amount in reserved.items():
-            debited = session.execute(
-                sa.update(_accounts)
-                .where(_accounts.c.id == payer, _accounts.c.balance >= amount)
-                .values(balance=_accounts.c.balance - amount)
-                .returning(_accounts.c.balance)
-            ).scalar_one_or_none()
-            if debited is None:  # cannot happen while the row is locked; refuse rather than guess
-                raise ServiceUnavailable("the balance changed while it was locked; retry the request")
 
-        # 3. one predict per model
+        # 3. one predict per model, only for what was paid for
         predictions = _predict(orders, paid, results)
 
-        # 4. the tasks, holds and entries of the orders that were served
+        # 4. the tasks, holds and entries of the orders served, and every balance, in one write
         now = utcnow()
         ledger = _Ledger(balances=dict(start), entries=[], counts=defaultdict(list))
         tasks: list[dict[str, Any]] = []
@@ -209,42 +208,81 @@ def _serve_and_bill(engine: Engine, orders: list[Order], share: int) -> list[Bil
             )
             memo = f"{order.model.name} v{order.model.version}"
             ledger.move(account_of[order.user_id], -order.cost, EntryKind.charge, task_id, memo)
-        for i, task_id in served:
-            order = orders[i]
-            owner = account_of.get(order.model.owner_id) if order.model.owner_id is not None else None
-            payout, _ = split(order.cost, share if owner is not None else 0)
-            if payout and owner is not None:
-                ledger.move(owner, payout, EntryKind.payout, task_id, None)
-        for i, task_id in served:
-            order = orders[i]
-            owner = account_of.get(order.model.owner_id) if order.model.owner_id is not None else None
-            _, fee = split(order.cost, share if owner is not None else 0)
-            if fee:
-                ledger.move(platform, fee, EntryKind.fee, task_id, None)
-
+        for kind in (EntryKind.payout, EntryKind.fee):
+            for i, task_id in served:
+                order = orders[i]
+                owner = account_of.get(order.model.owner_id) if order.model.owner_id is not None else None
+                payout, fee = split(order.cost, share if owner is not None else 0)
+                if kind is EntryKind.payout and payout and owner is not None:
+                    ledger.move(owner, payout, kind, task_id, None)
+                elif kind is EntryKind.fee and fee:
+                    ledger.move(platform, fee, kind, task_id, None)
         if tasks:
-            # With RETURNING, SQLAlchemy sends the rows of each table as one multi-row INSERT … VALUES
-            # ("insertmanyvalues"), from a statement compiled once and cached.
-            session.execute(sa.insert(_tasks).returning(_tasks.c.id), tasks)
-            session.execute(sa.insert(_holds).returning(_holds.c.task_id), holds)
-            session.execute(
-                sa.insert(_entries).returning(_entries.c.id), [{**e, "created_at": now} for e in ledger.entries]
-            )
-        # Credits, and the reservation of orders whose model failed: the locked balance after the reservation
-        # must end at the last running balance of the entries.
-        for account_id, final in ledger.balances.items():
-            delta = final - (start[account_id] - reserved.get(account_id, 0))
-            if delta:
-                session.execute(
-                    sa.update(_accounts).where(_accounts.c.id == account_id).values(balance=_accounts.c.balance + delta)
-                )
-        session.commit()
-    for kind, amounts in ledger.counts.items():
-        LEDGER_ENTRIES.labels(kind).inc(len(amounts))
-        LEDGER_CREDITS.labels(kind).inc(sum(amounts))
+            entries = [{**e, "created_at": now} for e in ledger.entries]
+            deltas = {a: ledger.balances[a] - start[a] for a in start if ledger.balances[a] != start[a]}
+            write_bills(connection, tasks, holds, entries, deltas)
+    for entry_kind, amounts in ledger.counts.items():
+        LEDGER_ENTRIES.labels(entry_kind).inc(len(amounts))
+        LEDGER_CREDITS.labels(entry_kind).inc(sum(amounts))
     for i, task_id in served:
         results[i] = Bill(task_id=task_id, cost=orders[i].cost, predictions=predictions[i])
     return [r if r is not None else ServiceUnavailable("the request was not served; retry it") for r in results]
+
+
+_BILL_SQL: dict[tuple[tuple[str, ...], ...], str] = {}
+
+
+def write_bills(
+    connection: sa.Connection,
+    tasks: list[dict[str, Any]],
+    holds: list[dict[str, Any]],
+    entries: list[dict[str, Any]],
+    deltas: dict[int, int],
+) -> None:
+    """Inserts the rows and moves the balances with statements whose text does not depend on the batch size.
+
+    PostgreSQL: one statement: ``INSERT … SELECT FROM unnest(…)`` per table (one array per column) in
+    data-modifying CTEs, and the balance ``UPDATE … FROM unnest(…)``: one round trip, parsed once per process.
+    Ledger entries keep their order (``WITH ORDINALITY``), so each account's running ``balance_after`` follows
+    the entry ids. SQLite: one ``executemany`` per table and one ``UPDATE`` per account.
+    """
+    tables = ((_tasks, tasks), (_holds, holds), (_entries, entries))
+    if connection.dialect.name != "postgresql":
+        for table, rows in tables:
+            connection.execute(sa.insert(table), rows)
+        for account_id, delta in deltas.items():
+            connection.execute(
+                sa.update(_accounts).where(_accounts.c.id == account_id).values(balance=_accounts.c.balance + delta)
+            )
+        return
+    key = tuple(tuple(rows[0]) for _, rows in tables)
+    sql = _BILL_SQL.get(key)
+    if sql is None:
+        parts = []
+        for n, (table, rows) in enumerate(tables):
+            names = list(rows[0])
+            casts = ", ".join(f"%s::{table.c[c].type.compile(dialect=connection.dialect)}[]" for c in names)
+            columns = ", ".join(names)
+            parts.append(
+                f"i{n} AS (INSERT INTO {table.name} ({columns}) "  # noqa: S608 - names from the table definitions
+                f"SELECT {columns} FROM unnest({casts}) WITH ORDINALITY AS u({columns}, position) "
+                "ORDER BY position)"
+            )
+        sql = (
+            f"WITH {', '.join(parts)} "  # noqa: S608 - every name comes from the table definitions
+            "UPDATE accounts SET balance = accounts.balance + d.delta "
+            "FROM unnest(%s::INTEGER[], %s::BIGINT[]) AS d(id, delta) WHERE accounts.id = d.id"
+        )
+        _BILL_SQL[key] = sql
+    params: list[list[Any]] = []
+    for table, rows in tables:
+        for name in rows[0]:
+            values = [row[name] for row in rows]
+            if isinstance(table.c[name].type, sa.JSON):
+                values = [None if v is None else orjson.dumps(v).decode() for v in values]
+            params.append(values)
+    params.extend([list(deltas), list(deltas.values())])
+    connection.exec_driver_sql(sql, tuple(params))
 
 
 def _predict(

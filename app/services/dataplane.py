@@ -160,14 +160,22 @@ class CatalogView:
 
 
 class DataPlane:
-    def __init__(self, settings: Settings, engine: Engine, model_cache: ModelCache, secret_key: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        model_cache: ModelCache,
+        secret_key: str,
+        serving_engine: Engine | None = None,
+    ) -> None:
         self.settings = settings
         self.engine = engine
+        billing_engine = serving_engine or engine
         self.model_cache = model_cache
         self.tokens = TokenCache(engine, secret_key, settings.auth_cache_seconds)
         self.catalog = CatalogView(engine, settings.catalog_cache_seconds)
         self.biller: Coalescer[billing.Order, billing.Bill] = Coalescer(
-            lambda orders: billing.serve_and_bill(engine, orders, settings.author_share_percent),
+            lambda orders: billing.serve_and_bill(billing_engine, orders, settings.author_share_percent),
             max_items=settings.batch_max_rows if settings.batching_enabled else 1,
         )
 

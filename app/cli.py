@@ -7,6 +7,7 @@ import getpass
 import json
 import os
 import sys
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -32,8 +33,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     configure_logging(settings.log_level, settings.log_format)
-    app = create_app(settings)
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level, proxy_headers=True, log_config=None)
+    common: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": settings.log_level,
+        "proxy_headers": True,
+        "log_config": None,
+    }
+    if settings.api_workers > 1:  # each worker process builds its app from the same environment
+        uvicorn.run("app.main:serve_app", factory=True, workers=settings.api_workers, **common)
+    else:
+        uvicorn.run(create_app(settings), **common)
     return 0
 
 

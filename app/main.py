@@ -132,6 +132,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def serve_app() -> FastAPI:
+    """The app of one worker process of ``mlmarket serve`` with ``MLMARKET_API_WORKERS`` above 1."""
+    from app.core.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)
+
+
 LEDGER_VERIFY_EVERY_SECONDS = 300.0
 
 

@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     author_share_percent: int = Field(default=70, ge=0, le=100)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # API worker processes of `mlmarket serve` (PostgreSQL and RabbitMQ only: the embedded default is one process).
+    api_workers: int = Field(default=1, ge=1, le=64)
     log_level: str = "info"
     log_format: Literal["json", "text"] = "json"
     db_pool_size: int = Field(default=10, ge=1)
@@ -120,6 +122,15 @@ class Settings(BaseSettings):
                 )
             if self.database_url is None:
                 raise ValueError("MLMARKET_DATABASE_URL must be set in production")
+        return self
+
+    @model_validator(mode="after")
+    def _one_process_when_embedded(self) -> Settings:
+        if self.api_workers > 1 and (self.broker_url is None or self.database_url is None or self.is_sqlite):
+            raise ValueError(
+                "MLMARKET_API_WORKERS above 1 needs MLMARKET_DATABASE_URL (PostgreSQL) and MLMARKET_BROKER_URL: "
+                "the embedded default keeps its queue and worker in one process"
+            )
         return self
 
     @property

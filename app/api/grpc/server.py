@@ -302,14 +302,16 @@ async def start_grpc_server(source: Any, host: str, port: int, settings: Setting
 
     ``source`` is the :class:`DataPlane`, or the app's state holding it as ``dataplane``. Messages larger than
     ``max_request_bytes`` (of ``settings``, by default the data plane's) are refused with RESOURCE_EXHAUSTED, by
-    gRPC itself. A port already in use is an error, not shared (SO_REUSEPORT off).
+    gRPC itself. A port already in use is an error, not shared (SO_REUSEPORT off), except between the worker
+    processes of one API (``api_workers`` > 1), which share it as they share the HTTP port.
     """
     dataplane: DataPlane = source if isinstance(source, DataPlane) else source.dataplane
-    max_bytes = (settings or dataplane.settings).max_request_bytes
+    settings = settings or dataplane.settings
+    max_bytes = settings.max_request_bytes
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_bytes),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if settings.api_workers > 1 else 0),
         ]
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(OpenInferenceServicer(dataplane), server)  # type: ignore[no-untyped-call]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
+from starlette.requests import ClientDisconnect
 
 from app.api.deps import DataPlaneDep, TokenDep
 from app.core.errors import BadRequest
@@ -91,6 +92,10 @@ async def _infer(
     header = request.headers.get("inference-header-content-length")
     if header is not None and not (header.isascii() and header.strip().isdigit() and len(header.strip()) <= 12):
         raise BadRequest("Inference-Header-Content-Length must be a whole number of bytes")
-    parsed = oip.parse_infer_request(await request.body(), int(header) if header is not None else None)
+    try:
+        body = await request.body()
+    except ClientDisconnect:  # the client went away before it sent its request: nothing to answer, nothing billed
+        return Response(status_code=499)
+    parsed = oip.parse_infer_request(body, int(header) if header is not None else None)
     answer = await dataplane.infer(caller, name, version, parsed)
     return Response(content=oip.response_json(answer), media_type="application/json")

@@ -41,8 +41,11 @@ class RouteTemplates:
     raw ids and never depend on how the router nests its sub-routers.
     """
 
+    MAX_REMEMBERED_PATHS = 4096
+
     def __init__(self) -> None:
         self._compiled: list[tuple[re.Pattern[str], str]] | None = None
+        self._seen: dict[str, str] = {}  # path -> template: the serving path is one path per model, matched once
 
     def _build(self, app: Any) -> list[tuple[re.Pattern[str], str]]:
         templates = set(app.openapi().get("paths", {}))
@@ -55,10 +58,14 @@ class RouteTemplates:
         if self._compiled is None:
             self._compiled = self._build(scope["app"])
         path = scope.get("path", "")
-        for pattern, template in self._compiled:
-            if pattern.match(path):
-                return template
-        return UNMATCHED_ROUTE
+        template = self._seen.get(path)
+        if template is not None:
+            return template
+        template = next((t for pattern, t in self._compiled if pattern.match(path)), UNMATCHED_ROUTE)
+        if len(self._seen) >= self.MAX_REMEMBERED_PATHS:
+            self._seen.clear()
+        self._seen[path] = template
+        return template
 
 
 class MetricsMiddleware:

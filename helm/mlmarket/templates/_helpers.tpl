@@ -150,6 +150,7 @@ MLMARKET_ENV: {{ .Values.config.env | quote }}
 MLMARKET_LOG_LEVEL: {{ .Values.config.logLevel | quote }}
 MLMARKET_HOST: "0.0.0.0"
 MLMARKET_PORT: {{ .Values.app.port | quote }}
+MLMARKET_GRPC_PORT: {{ .Values.app.grpcPort | quote }}
 MLMARKET_DATA_DIR: "/var/lib/mlmarket"
 MLMARKET_RUN_WORKER_IN_API: "false"
 MLMARKET_WORKER_HEALTH_PORT: {{ .Values.worker.healthPort | quote }}

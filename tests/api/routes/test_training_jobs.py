@@ -205,6 +205,10 @@ def test_publish_predict_and_the_author_earns(
     assert [f["name"] for f in model["input_schema"]] == ["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"]
     assert model["artifact_md5"] == job_md5(client, author, job["id"])
     assert "my-diabetes" in [m["name"] for m in client.get("/api/v1/models").json()]
+    # the job compiled the pipeline and checked it on the held-out rows; the published version is served by it
+    assert model["runtime"] == "onnxruntime" and "matched scikit-learn on 89 held-out rows" in model["compile_note"]
+    meta = client.get("/v2/models/my-diabetes").json()
+    assert meta["platform"] == "mlmarket-onnxruntime" and meta["parameters"]["runtime"] == "onnxruntime"
 
     top_up(client, buyer, 100)
     row = dict.fromkeys(["age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6"], 0.01)

@@ -16,9 +16,8 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -27,12 +26,16 @@ from app.core.errors import Unprocessable
 from app.models.task import TaskStatus
 from app.models.training import DatasetVersion, TrainingJob
 from app.queue.base import TRAIN_QUEUE, Broker, ConsumerOptions, Delivery
+from app.runtime.algorithms import Task
 from app.runtime.dataset import parse_csv
-from app.runtime.model import ModelRuntime, save_artifact
-from app.runtime.training import ShardResult, Task, TrainResult, merge_shards, train, train_shard
 from app.services import compiling, datasets, training
 from app.store.base import ArtifactRef, ArtifactStore
 from ml_worker import metrics
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from app.runtime.training import TrainResult
 
 log = logging.getLogger("mlmarket.worker")
 
@@ -56,6 +59,8 @@ class TrainingWorker:
 
     def run_job(self, job_id: str) -> str:
         """Runs one job to completion. Raises when it should be retried."""
+        from app.runtime.training import train  # scikit-learn: imported by the first job, not with the API
+
         started = time.perf_counter()
         with Session(self.engine, expire_on_commit=False) as session:
             job = training.start(session, job_id)
@@ -97,6 +102,9 @@ class TrainingWorker:
         Raises when it should be retried. A redelivered message for a shard that already succeeded only
         checks whether the merge is still to be done.
         """
+        from app.runtime.model import save_artifact
+        from app.runtime.training import train_shard
+
         started = time.perf_counter()
         with Session(self.engine, expire_on_commit=False) as session:
             shard = training.start_shard(session, job_id=job_id, shard_id=shard_id, worker=self.name)
@@ -159,6 +167,9 @@ class TrainingWorker:
 
     def merge(self, job: TrainingJob, version: DatasetVersion, frame: pd.DataFrame | None, started: float) -> bool:
         """The finalizer: merges the shards' models, evaluates the result, stores it and settles the charge."""
+        from app.runtime.model import ModelRuntime
+        from app.runtime.training import ShardResult, merge_shards
+
         with Session(self.engine, expire_on_commit=False) as session:
             shards = training.shards_of(session, job.id)
         refs = [training.shard_ref(s) for s in shards]
@@ -186,6 +197,8 @@ class TrainingWorker:
 
     def _save(self, job_id: str, task: str, result: TrainResult) -> tuple[ArtifactRef, compiling.Compiled]:
         """The trained pipeline as a skops artifact, and compiled to ONNX when it answers like the pipeline."""
+        from app.runtime.model import save_artifact
+
         with tempfile.TemporaryDirectory(prefix="mlmarket-training-") as tmp:
             path = Path(tmp) / "model.skops"
             save_artifact(result.pipeline, path, result.features)

@@ -4,6 +4,9 @@ The messages of :class:`CsvProblem` are part of the API contract (clients match
 them), so they never change wording: "file is empty", "file must be utf-8 csv",
 "csv must contain header row", "csv must contain target column",
 "csv must have at most N columns", "csv must have at most N rows".
+
+pandas is imported by the functions that build or read a data frame, not with
+this module: the API process that serves models never needs it.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ import io
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Literal
 
 from app.core.errors import BadRequest
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DType = Literal["integer", "number", "string", "boolean"]
 # An integer target with at most this many distinct values is taken for class labels.
@@ -83,6 +87,8 @@ def _records(text: str) -> tuple[list[str], list[list[str]]]:
 
 
 def dtype_of(series: pd.Series) -> DType:
+    import pandas as pd
+
     if pd.api.types.is_bool_dtype(series):
         return "boolean"
     if pd.api.types.is_integer_dtype(series):
@@ -94,6 +100,8 @@ def dtype_of(series: pd.Series) -> DType:
 
 def guess_task(series: pd.Series) -> Literal["regression", "classification"]:
     """Numbers with many distinct values are regressed; labels (text, booleans, few integers) are classified."""
+    import pandas as pd
+
     values = series.dropna()
     if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         return "classification"
@@ -105,6 +113,8 @@ def guess_task(series: pd.Series) -> Literal["regression", "classification"]:
 
 def parse_csv(data: bytes | str, target: str, limits: CsvLimits) -> ParsedCsv:
     """Checks a dataset upload; raises :class:`CsvProblem` (400) with the contract's message."""
+    import pandas as pd
+
     text = decode(data) if isinstance(data, bytes) else data
     header, records = _records(text)
     if len(header) > limits.max_columns:

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import io
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display: draw to files only
-
-import matplotlib.pyplot as plt
-from matplotlib.backends.backend_pdf import PdfPages
+if TYPE_CHECKING:
+    from matplotlib.backends.backend_pdf import PdfPages
 
 MAX_FEATURES_CHARTED = 30
 # pyplot keeps global state; draw one report at a time.
@@ -19,6 +15,8 @@ _lock = threading.Lock()
 
 
 def _summary_page(pdf: PdfPages, report: dict[str, Any]) -> None:
+    import matplotlib.pyplot as plt
+
     fig = plt.figure(figsize=(8.27, 11.69))
     lines = [
         f"Training report — job {report['job_id']}",
@@ -42,6 +40,8 @@ def _summary_page(pdf: PdfPages, report: dict[str, Any]) -> None:
 
 
 def _confusion_page(pdf: PdfPages, classes: list[Any], matrix: list[list[int]]) -> None:
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(8.27, 8.27))
     image = ax.imshow(matrix, cmap="Blues")
     fig.colorbar(image, ax=ax)
@@ -61,6 +61,8 @@ def _confusion_page(pdf: PdfPages, classes: list[Any], matrix: list[list[int]]) 
 
 
 def _importance_page(pdf: PdfPages, importance: dict[str, Any]) -> None:
+    import matplotlib.pyplot as plt
+
     values: dict[str, float] = importance.get("values", {})
     ranked = sorted(values.items(), key=lambda kv: kv[1], reverse=True)[:MAX_FEATURES_CHARTED]
     fig, ax = plt.subplots(figsize=(8.27, max(4.0, 0.3 * len(ranked) + 2)))
@@ -74,7 +76,16 @@ def _importance_page(pdf: PdfPages, importance: dict[str, Any]) -> None:
 
 
 def render_pdf(report: dict[str, Any]) -> bytes:
-    """The report as PDF bytes: summary, then the confusion matrix (classification), then feature importance."""
+    """The report as PDF bytes: summary, then the confusion matrix (classification), then feature importance.
+
+    matplotlib is imported on the first report, not with this module: the API process serving models never
+    draws one.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: draw to files only
+    from matplotlib.backends.backend_pdf import PdfPages
+
     out = io.BytesIO()
     with _lock, PdfPages(out) as pdf:
         _summary_page(pdf, report)

@@ -10,9 +10,8 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
@@ -22,6 +21,9 @@ from app.models.base import utcnow
 from app.models.training import Dataset, DatasetVersion, TrainingJob
 from app.runtime.dataset import CsvLimits, ParsedCsv, append_records, check_appended_rows, parse_csv
 from app.store.base import ArtifactRef, ArtifactStore
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_TARGET = "target"
 _jobs: sa.Table = TrainingJob.__table__  # type: ignore[attr-defined]

@@ -8,7 +8,7 @@ import secrets
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -16,10 +16,11 @@ from sqlmodel import Session
 from app.core.config import Settings
 from app.models.catalog import ModelStatus, ModelTask, ModelVersion
 from app.models.user import Role, User
-from app.runtime.model import ModelRuntime, save_artifact
-from app.runtime.training import DemoModelSpec, TrainResult, demo_models
 from app.services import catalog, compiling, ledger, users
 from app.store.base import ArtifactStore
+
+if TYPE_CHECKING:
+    from app.runtime.training import DemoModelSpec, TrainResult
 
 DEMO_ADMIN_EMAIL = "demo-admin@example.com"
 DEMO_CLIENT_EMAIL = "demo-client@example.com"
@@ -73,6 +74,8 @@ def publish_trained(
     status: ModelStatus = ModelStatus.published,
 ) -> ModelVersion:
     """Saves a trained pipeline as a skops artifact, pushes it through DVC and adds it to the catalog."""
+    from app.runtime.model import ModelRuntime, save_artifact  # scikit-learn and skops, imported when used
+
     version = len(catalog.versions_of(session, name)) + 1
     with tempfile.TemporaryDirectory(prefix="mlmarket-artifact-") as tmp:
         artifact = Path(tmp) / "model.skops"
@@ -127,6 +130,8 @@ def publish_demo_model(
 
 
 def seed(engine: Engine, store: ArtifactStore, settings: Settings, *, models: list[str] | None = None) -> SeedReport:
+    from app.runtime.training import demo_models  # scikit-learn and pandas, imported when used
+
     creds = demo_credentials(settings)
     created: list[str] = []
     published: list[str] = []

@@ -12,7 +12,7 @@ import math
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -24,10 +24,13 @@ from app.models.catalog import ModelStatus, ModelTask, ModelVersion
 from app.models.task import OPEN_STATUSES, OutboxMessage, TaskStatus
 from app.models.training import Dataset, DatasetVersion, TrainingJob, TrainingJobCreate, TrainingShard
 from app.queue.base import TRAIN_QUEUE
+from app.runtime.algorithms import ALGORITHMS, checked_hyperparameters
 from app.runtime.schema import Feature
-from app.runtime.training import ALGORITHMS, TrainResult, checked_hyperparameters
 from app.services import catalog, compiling, datasets, ledger
 from app.store.base import ArtifactRef, ArtifactStore
+
+if TYPE_CHECKING:
+    from app.runtime.training import TrainResult  # scikit-learn and pandas: only the worker imports them
 
 MAX_SHARDS = 8
 MERGING = "merging shards"

@@ -2,38 +2,41 @@
 
 Layout of the workspace (``settings.store_dir``, default ``<data dir>/dvc``)::
 
-    .dvc/                 the DVC repository (config, config.local with S3 keys, cache)
+    .dvc/                 the DVC repository (config, config.local with S3 keys, cache), set up by the first put
     artifacts/<name>      files put into the store, each with its ``<name>.dvc``
-    fetched/<md5>.dvc     written from an ArtifactRef to pull an artifact by md5 alone
-    fetched/<md5>         the pulled copy, verified against its md5 before it is returned
+    fetched/<md5>         the fetched copy, verified against its md5 before it is returned
     .lock                 file lock: DVC repositories are not safe for concurrent use
 
-The remote keeps DVC's content-addressed layout (``files/md5/ab/cdef…``), so every
-worker that shares the remote can fetch any artifact from its ``ArtifactRef``.
+The remote keeps DVC 3's content-addressed layout (``<remote>/files/md5/ab/cdef…``).
+``put`` and ``remove`` go through DVC, so people who use DVC themselves see the same
+remote. ``fetch`` needs no DVC: it reads the object at that address straight from
+the folder or the bucket (boto3) and checks its md5, so a worker or an API process
+that only serves models never imports DVC, and any number of them share one remote.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
-import boto3
 import yaml
-from botocore.config import Config as BotoConfig
-from dvc.config import Config as DvcConfig
-from dvc.exceptions import CheckoutError
-from dvc.repo import Repo
 
 from app.core.config import Settings
 from app.core.errors import ArtifactCorrupted, ArtifactMissing, BadRequest, StoreError
 from app.store.base import MD5_PATTERN, ArtifactRef, ArtifactStore, file_md5
+
+if TYPE_CHECKING:
+    # DVC and boto3 are imported where they are used: put and remove need DVC, fetch from S3 and check need boto3.
+    from dvc.repo import Repo
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,8 @@ FETCHED_DIR = "fetched"
 S3_CONNECT_TIMEOUT_SECONDS = 5
 S3_READ_TIMEOUT_SECONDS = 60
 PROBE_TIMEOUT_SECONDS = 3
+S3_FETCH_ATTEMPTS = 3
+_CHUNK = 1024 * 1024
 
 # One lock per workspace for every store object in this process; the file lock covers other processes.
 _workspace_locks: dict[Path, threading.RLock] = {}
@@ -62,8 +67,7 @@ class DvcStore:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self._thread_lock = _thread_lock_for(self.root)
-        with self._locked():
-            self._init_repo()
+        self._repo_ready = False
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -73,7 +77,21 @@ class DvcStore:
     def _remote_secrets(self) -> dict[str, Any]:
         return {}
 
+    def init_repo(self) -> None:
+        """Sets up the DVC repository and writes the remote's settings (``put`` and ``remove`` do it first)."""
+        with self._locked():
+            self._ensure_repo()
+
+    def _ensure_repo(self) -> None:
+        """Call with the workspace locked. Once per store object: a changed setting takes effect on restart."""
+        if not self._repo_ready:
+            self._init_repo()
+            self._repo_ready = True
+
     def _init_repo(self) -> None:
+        from dvc.config import Config as DvcConfig
+        from dvc.repo import Repo
+
         dvc_dir = self.root / ".dvc"
         # DVC keeps per-repository state in a "site cache", by default under /var/tmp; keep it in the workspace.
         site_cache = dvc_dir / "tmp" / "site-cache"
@@ -111,6 +129,10 @@ class DvcStore:
 
     @contextlib.contextmanager
     def _repo(self) -> Iterator[Repo]:
+        """The DVC repository (set up on first use); call with the workspace locked."""
+        from dvc.repo import Repo
+
+        self._ensure_repo()
         # A fresh Repo per operation: its cached index would otherwise go stale between calls.
         repo = Repo(str(self.root))
         try:
@@ -144,45 +166,40 @@ class DvcStore:
         return ref
 
     def fetch(self, ref: ArtifactRef) -> Path:
+        """The artifact from this workspace when a verified copy is here, else from the remote, by md5 alone."""
         if not MD5_PATTERN.fullmatch(ref.md5):
             raise ArtifactMissing(f"artifact {ref.path!r} has no valid md5 ({ref.md5!r})")
-        fetched = self.root / FETCHED_DIR
-        target = fetched / ref.md5
-        with self._locked():
-            if target.is_file():
-                if file_md5(target) == ref.md5:
-                    return target
-                target.unlink()  # a damaged copy; the cache or the remote has the real one
-            fetched.mkdir(parents=True, exist_ok=True)
-            dvc_file = fetched / f"{ref.md5}.dvc"
-            out = {"md5": ref.md5, "size": ref.size, "hash": "md5", "path": ref.md5}
-            dvc_file.write_text(yaml.safe_dump({"outs": [out]}, sort_keys=False))
-            with self._repo() as repo:
-                self._require_object(repo, ref)
-                try:
-                    repo.pull(targets=[str(dvc_file)], remote=REMOTE_NAME, force=True)
-                except CheckoutError as exc:
-                    # The object exists but DVC found its content does not hash to the md5, and refused it.
-                    self._discard(repo, target, ref.md5)
-                    raise ArtifactCorrupted(
-                        f"artifact {ref.path!r} is corrupted in {self.remote_description}: "
-                        f"its content does not match md5 {ref.md5}",
-                        md5=ref.md5,
-                    ) from exc
-                except Exception as exc:
-                    raise StoreError(
-                        f"could not fetch artifact {ref.path!r} from {self.remote_description}: {exc}"
-                    ) from exc
-                if not target.is_file():
-                    raise ArtifactMissing(f"artifact {ref.path!r} (md5 {ref.md5}) was not found in the store")
-                actual = file_md5(target)
-                if actual != ref.md5:
-                    self._discard(repo, target, ref.md5)
-                    raise ArtifactCorrupted(
-                        f"artifact {ref.path!r} is corrupted: expected md5 {ref.md5}, got {actual}",
-                        md5=ref.md5,
-                    )
-        return target
+        target = self.root / FETCHED_DIR / ref.md5
+        if target.is_file() and file_md5(target) == ref.md5:
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # An artifact put from this workspace is in its DVC cache: no need to go to the remote for it.
+        cached = self.root / ".dvc" / "cache" / _object_key(ref.md5)
+        if cached.is_file():
+            try:
+                with cached.open("rb") as source:
+                    return _receive(source, target, ref, "this workspace's DVC cache")
+            except ArtifactCorrupted:
+                cached.unlink(missing_ok=True)  # never pushed again; the remote has the real one
+            except OSError:
+                pass  # the remote has it too
+        try:
+            with self._open_remote_object(ref) as source:
+                return _receive(source, target, ref, self.remote_description)
+        except StoreError:
+            # The remote has no good copy either: drop a damaged local one, so nothing stale is left behind.
+            if target.is_file() and file_md5(target) != ref.md5:
+                target.unlink(missing_ok=True)
+            raise
+        except Exception as exc:
+            raise StoreError(f"could not fetch artifact {ref.path!r} from {self.remote_description}: {exc}") from exc
+
+    def _open_remote_object(self, ref: ArtifactRef) -> IO[bytes]:
+        """The object ``files/md5/ab/cdef…`` of the remote, open for reading; :class:`ArtifactMissing` if absent."""
+        raise NotImplementedError
+
+    def _missing(self, ref: ArtifactRef) -> ArtifactMissing:
+        return ArtifactMissing(f"artifact {ref.path!r} (md5 {ref.md5}) is not in {self.remote_description}")
 
     def check(self) -> None:
         raise NotImplementedError
@@ -193,6 +210,7 @@ class DvcStore:
         target = self.root / ARTIFACTS_DIR / _checked_name(ref.path)
         fetched = self.root / FETCHED_DIR
         with self._locked():
+            # fetched/<md5>.dvc: left by the fetches of earlier versions, which pulled through DVC.
             for path in (target, target.with_name(target.name + ".dvc"), fetched / ref.md5, fetched / f"{ref.md5}.dvc"):
                 path.unlink(missing_ok=True)
             with self._repo() as repo:
@@ -208,27 +226,6 @@ class DvcStore:
                     ) from exc
         log.info("removed artifact %s (md5 %s) from %s", ref.path, ref.md5, self.remote_description)
 
-    # -- helpers -----------------------------------------------------------------------------------
-
-    def _require_object(self, repo: Repo, ref: ArtifactRef) -> None:
-        """Tell a missing artifact apart before pulling: DVC reports missing and corrupted objects alike."""
-        try:
-            if repo.cache.local.exists(ref.md5):
-                return
-            in_remote = bool(repo.cloud.get_remote_odb(REMOTE_NAME).exists(ref.md5))
-        except Exception as exc:
-            raise StoreError(f"could not fetch artifact {ref.path!r} from {self.remote_description}: {exc}") from exc
-        if not in_remote:
-            raise ArtifactMissing(f"artifact {ref.path!r} (md5 {ref.md5}) is not in {self.remote_description}")
-
-    @staticmethod
-    def _discard(repo: Repo, target: Path, md5: str) -> None:
-        """Forget a bad copy so the next fetch goes back to the remote."""
-        target.unlink(missing_ok=True)
-        with contextlib.suppress(Exception):
-            cached = Path(repo.cache.local.oid_to_path(md5))
-            cached.unlink(missing_ok=True)
-
 
 class LocalRemoteStore(DvcStore):
     """The embedded default: the remote is a folder on this machine (or a shared volume)."""
@@ -241,6 +238,12 @@ class LocalRemoteStore(DvcStore):
 
     def _remote_config(self) -> dict[str, Any]:
         return {"url": str(self.remote_dir)}
+
+    def _open_remote_object(self, ref: ArtifactRef) -> IO[bytes]:
+        try:
+            return (self.remote_dir / _object_key(ref.md5)).open("rb")
+        except FileNotFoundError:
+            raise self._missing(ref) from None
 
     def check(self) -> None:
         if not self.remote_dir.is_dir():
@@ -269,6 +272,8 @@ class S3RemoteStore(DvcStore):
         self.region = region
         self._access_key_id = access_key_id
         self._secret_access_key = secret_access_key
+        self._client: Any = None
+        self._client_lock = threading.Lock()
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         where = f" at {endpoint_url}" if endpoint_url else ""
         self.remote_description = f"the S3 remote {self.url}{where}"
@@ -294,19 +299,55 @@ class S3RemoteStore(DvcStore):
             secrets["secret_access_key"] = self._secret_access_key
         return secrets
 
-    def check(self) -> None:
-        # A probe answers fast: one attempt with short timeouts, where DVC's own client retries for seconds.
-        client = boto3.client(
+    def _boto_client(self, *, connect_timeout: float, read_timeout: float, attempts: int) -> Any:
+        import boto3
+        from botocore.config import Config as BotoConfig
+
+        return boto3.client(
             "s3",
             endpoint_url=self.endpoint_url,
             region_name=self.region,
-            aws_access_key_id=self._access_key_id,
-            aws_secret_access_key=self._secret_access_key,
+            # Unset (or empty, as DVC reads them): the usual AWS credential chain.
+            aws_access_key_id=self._access_key_id or None,
+            aws_secret_access_key=self._secret_access_key or None,
             config=BotoConfig(
-                connect_timeout=PROBE_TIMEOUT_SECONDS,
-                read_timeout=PROBE_TIMEOUT_SECONDS,
-                retries={"max_attempts": 1, "mode": "standard"},
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                retries={"max_attempts": attempts, "mode": "standard"},
             ),
+        )
+
+    def _fetch_client(self) -> Any:
+        """One client per store for fetches (boto3 clients are thread-safe; making one takes tens of ms)."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._boto_client(
+                    connect_timeout=S3_CONNECT_TIMEOUT_SECONDS,
+                    read_timeout=S3_READ_TIMEOUT_SECONDS,
+                    attempts=S3_FETCH_ATTEMPTS,
+                )
+            return self._client
+
+    def object_key(self, md5: str) -> str:
+        """The key DVC pushes the object of ``md5`` to: ``<prefix>/files/md5/ab/cdef…``."""
+        key = _object_key(md5)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _open_remote_object(self, ref: ArtifactRef) -> IO[bytes]:
+        from botocore.exceptions import ClientError
+
+        try:
+            body: IO[bytes] = self._fetch_client().get_object(Bucket=self.bucket, Key=self.object_key(ref.md5))["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                raise self._missing(ref) from None
+            raise
+        return body  # a botocore StreamingBody: read(n) and close()
+
+    def check(self) -> None:
+        # A probe answers fast: one attempt with short timeouts, where DVC's own client retries for seconds.
+        client = self._boto_client(
+            connect_timeout=PROBE_TIMEOUT_SECONDS, read_timeout=PROBE_TIMEOUT_SECONDS, attempts=1
         )
         try:
             client.head_bucket(Bucket=self.bucket)
@@ -342,6 +383,38 @@ def _environment(**values: str) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = old
+
+
+def _object_key(md5: str) -> str:
+    """Where DVC 3 keeps the object of ``md5`` in a cache or a remote, relative to its root."""
+    return f"files/md5/{md5[:2]}/{md5[2:]}"
+
+
+def _receive(source: IO[bytes], target: Path, ref: ArtifactRef, origin: str) -> Path:
+    """Copies ``source`` to ``target`` if its md5 is ``ref.md5``; :class:`ArtifactCorrupted` otherwise.
+
+    The bytes go to a temporary file beside ``target`` that replaces it only once verified, so a reader
+    (another thread, another process sharing the workspace) never sees a partial or a wrong copy.
+    """
+    digest = hashlib.md5(usedforsecurity=False)  # DVC's content address, not a security hash
+    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{ref.md5}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while chunk := source.read(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+        actual = digest.hexdigest()
+        if actual != ref.md5:
+            raise ArtifactCorrupted(
+                f"artifact {ref.path!r} is corrupted in {origin}: expected md5 {ref.md5}, got {actual}",
+                md5=ref.md5,
+            )
+        os.chmod(partial, 0o644)
+        os.replace(partial, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+    return target
 
 
 def _checked_name(name: str) -> PurePosixPath:

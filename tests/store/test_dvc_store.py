@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from app.core.config import Environment, Settings
 from app.core.errors import ArtifactCorrupted, ArtifactMissing, BadRequest, StoreError
-from app.store import ArtifactRef, DvcStore, LocalRemoteStore, S3RemoteStore, make_store
+from app.store import ArtifactRef, DvcStore, LocalRemoteStore, S3RemoteStore, dvc_store, make_store
 from tests.s3_server import S3Server
 
 StoreFactory = Callable[[str], DvcStore]
@@ -194,6 +198,8 @@ def test_make_store_picks_the_remote_from_settings(tmp_path: Path) -> None:
     )
     assert isinstance(real, S3RemoteStore)
     assert real.url == "s3://models/prod"
+    assert not (tmp_path / "ws" / ".dvc").exists(), "nothing of DVC is set up before the first put"
+    real.init_repo()
     committed = (tmp_path / "ws" / ".dvc" / "config").read_text()
     local = (tmp_path / "ws" / ".dvc" / "config.local").read_text()
     assert "very-secret" not in committed and "AKIAEXAMPLE" not in committed
@@ -239,3 +245,146 @@ def test_concurrent_puts_and_fetches_from_threads(tmp_path: Path) -> None:
         t.join()
     assert not errors
     assert results == dict(enumerate(contents))
+
+
+def s3_client(server: S3Server) -> Any:
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=server.endpoint_url,
+        aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
+        region_name=server.region,
+    )
+
+
+def test_fetch_reads_the_object_where_dvc_pushed_it_without_a_dvc_repository(
+    store_factory: StoreFactory, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    content = os.urandom(3000)
+    author = store_factory("author")
+    ref = author.put(write_artifact(tmp_path, content), "models/layout/v1/model.skops")
+    key = f"files/md5/{ref.md5[:2]}/{ref.md5[2:]}"
+    if isinstance(author, S3RemoteStore):
+        server: S3Server = request.getfixturevalue("s3_server")
+        assert author.object_key(ref.md5) == f"{author.prefix}/{key}"
+        pushed = s3_client(server).get_object(Bucket=server.bucket, Key=author.object_key(ref.md5))["Body"].read()
+    else:
+        assert isinstance(author, LocalRemoteStore)
+        pushed = (author.remote_dir / key).read_bytes()
+    assert pushed == content, "DVC 3 pushes to <remote>/files/md5/<2 hex>/<30 hex>"
+
+    worker = store_factory("fresh-worker")
+    fetched = worker.fetch(ref)
+    assert fetched == worker.root / "fetched" / ref.md5
+    assert fetched.read_bytes() == content
+    assert not (worker.root / ".dvc").exists(), "a fetch sets up no DVC repository"
+    assert [p.name for p in fetched.parent.iterdir()] == [ref.md5], "no partial download is left behind"
+
+
+def test_a_verified_local_copy_is_reused_without_the_remote(store_factory: StoreFactory, tmp_path: Path) -> None:
+    content = os.urandom(1500)
+    author = store_factory("author")
+    ref = author.put(write_artifact(tmp_path, content), "models/reuse/v1/model.bin")
+    first = store_factory("worker").fetch(ref)
+    author.remove(ref)  # the object is gone from the remote now; the worker's fetched copy is all that is left
+
+    again = store_factory("worker")  # a new store object on the same workspace
+    assert again.fetch(ref) == first
+    assert first.read_bytes() == content
+    with pytest.raises(ArtifactMissing, match="not in"):
+        store_factory("another-worker").fetch(ref)
+
+
+def test_an_artifact_put_from_this_workspace_is_fetched_from_its_dvc_cache(tmp_path: Path) -> None:
+    store = LocalRemoteStore(tmp_path / "ws", tmp_path / "remote")
+    content = os.urandom(800)
+    ref = store.put(write_artifact(tmp_path, content), "models/own/v1/model.bin")
+    for obj in (tmp_path / "remote").rglob("*"):
+        if obj.is_file():
+            obj.unlink()
+    assert store.fetch(ref).read_bytes() == content
+
+
+def test_a_corrupted_remote_object_replaces_no_local_copy_and_leaves_no_partial_file(
+    store_factory: StoreFactory, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    ref = store_factory("author").put(write_artifact(tmp_path, os.urandom(2048)), "models/bad/model.bin")
+    server = request.getfixturevalue("s3_server") if "s3" in request.node.callspec.id else None
+    corrupt_remote_object(tmp_path, ref.md5, server)
+
+    worker = store_factory("worker")
+    damaged = worker.root / "fetched" / ref.md5
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(b"a damaged earlier copy")
+    with pytest.raises(ArtifactCorrupted, match=f"expected md5 {ref.md5}"):
+        worker.fetch(ref)
+    assert list(damaged.parent.iterdir()) == []
+
+
+def test_fetch_from_s3_reports_an_unreachable_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    monkeypatch.setattr(dvc_store, "S3_FETCH_ATTEMPTS", 1)  # no backoff between retries in the test
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    store = S3RemoteStore(
+        tmp_path / "ws",
+        bucket="models",
+        endpoint_url=f"http://127.0.0.1:{closed_port}",
+        access_key_id="k",
+        secret_access_key="s",
+    )
+    with pytest.raises(StoreError, match="could not fetch"):
+        store.fetch(ArtifactRef(md5="a" * 32, size=1, path="models/x/model.bin"))
+
+
+FETCH_IN_A_FRESH_PROCESS = """
+import json, sys
+from pathlib import Path
+from app.store import ArtifactRef, LocalRemoteStore, S3RemoteStore
+
+args = json.loads(sys.argv[1])
+ref = ArtifactRef.from_dict(args.pop("ref"))
+root = Path(args.pop("root"))
+if "remote_dir" in args:
+    store = LocalRemoteStore(root, Path(args["remote_dir"]))
+else:
+    store = S3RemoteStore(root, **args)
+content = store.fetch(ref).read_bytes()
+print(json.dumps({"size": len(content), "modules": sorted({m.split(".")[0] for m in sys.modules})}))
+"""
+
+
+def test_fetch_imports_no_dvc(store_factory: StoreFactory, tmp_path: Path) -> None:
+    content = os.urandom(1024)
+    author = store_factory("author")
+    ref = author.put(write_artifact(tmp_path, content), "models/lean/v1/model.bin")
+    args: dict[str, Any] = {"ref": ref.to_dict(), "root": str(tmp_path / "fresh")}
+    if isinstance(author, S3RemoteStore):
+        args.update(
+            bucket=author.bucket,
+            prefix=author.prefix,
+            endpoint_url=author.endpoint_url,
+            access_key_id=author._access_key_id,
+            secret_access_key=author._secret_access_key,
+            region=author.region,
+        )
+    else:
+        assert isinstance(author, LocalRemoteStore)
+        args["remote_dir"] = str(author.remote_dir)
+    done = subprocess.run(
+        [sys.executable, "-c", FETCH_IN_A_FRESH_PROCESS, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["size"] == len(content)
+    assert "dvc" not in result["modules"]
+    assert ("boto3" in result["modules"]) == isinstance(author, S3RemoteStore)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Path
 
 from app.core.errors import NotFound
 from app.models.training import AlgorithmPublic
-from app.runtime.training import ALGORITHMS, Algorithm
+from app.runtime.algorithms import ALGORITHMS, Algorithm
 
 router = APIRouter(prefix="/algorithms", tags=["training studio"])
 

@@ -120,9 +120,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestIdMiddleware)  # outermost: every log line of the request carries its id
 
-    app.include_router(inference.router)  # first: the serving path is matched before every other route
+    app.include_router(inference.router)
     app.include_router(api_router)
     app.include_router(health.router)
+    app.router.routes[0:0] = inference.SERVING_ROUTES  # first: the serving path is matched before any other
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

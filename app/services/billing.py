@@ -20,7 +20,7 @@ Every rule of the ledger holds for each task as if it were billed alone:
 exactly one charge and one settlement per task, balance == sum of entries,
 no balance below zero. The number of statements depends on the number of
 distinct accounts, not on the number of requests. Orders are checked before
-they get here (app.runtime.oip), so one request's data cannot fail the batch;
+they get here (app.services.oip), so one request's data cannot fail the batch;
 should a statement fail anyway, each order is billed alone so that only the
 one at fault fails.
 """
@@ -44,8 +44,8 @@ from app.core.errors import AppError, BadRequest, InsufficientFunds, NotFound, S
 from app.models.base import utcnow
 from app.models.ledger import PLATFORM_ACCOUNT, Account, ChargeHold, EntryKind, HoldStatus, LedgerEntry
 from app.models.task import Task, TaskStatus
-from app.runtime import oip
 from app.runtime.schema import Feature
+from app.services import oip
 from app.services.ledger import LEDGER_CREDITS, LEDGER_ENTRIES, split
 
 log = logging.getLogger("mlmarket.billing")

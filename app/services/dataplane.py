@@ -1,7 +1,7 @@
 """The data plane of synchronous, billed inference: what the REST and gRPC Open Inference Protocol routes call.
 
-Transports decode a request into :class:`~app.runtime.oip.InferRequest` and
-encode the :class:`~app.runtime.oip.InferResponse`; everything else is here:
+Transports decode a request into :class:`~app.services.oip.InferRequest` and
+encode the :class:`~app.services.oip.InferResponse`; everything else is here:
 
 - who is calling: the user behind a bearer token, remembered for
   ``auth_cache_seconds`` (a deactivated user is refused within that time);
@@ -33,11 +33,10 @@ from app.core.db import read_session
 from app.core.errors import Unauthorized
 from app.models.catalog import ONNX_RUNTIME, ModelVersion
 from app.models.user import User
-from app.runtime import oip
 from app.runtime.batching import Coalescer
 from app.runtime.cache import ModelCache
 from app.runtime.schema import Feature
-from app.services import billing, catalog
+from app.services import billing, catalog, oip
 from app.store.base import ArtifactRef
 
 AUTH_CACHE_MAX_ENTRIES = 10_000

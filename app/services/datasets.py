@@ -19,7 +19,15 @@ from app.core.config import Settings
 from app.core.errors import NotFound
 from app.models.base import utcnow
 from app.models.training import Dataset, DatasetVersion, TrainingJob
-from app.runtime.dataset import CsvLimits, ParsedCsv, append_records, check_appended_rows, parse_csv
+from app.runtime.dataset import (
+    CsvLimits,
+    ParsedCsv,
+    append_records,
+    check_appended_rows,
+    column_summary,
+    parse_csv,
+    records_of,
+)
 from app.store.base import ArtifactRef, ArtifactStore
 
 if TYPE_CHECKING:
@@ -121,6 +129,28 @@ def read_text(store: ArtifactStore, version: DatasetVersion) -> str:
 
 def read_frame(store: ArtifactStore, version: DatasetVersion, target: str, settings: Settings) -> pd.DataFrame:
     return parse_csv(read_text(store, version), target, limits(settings)).frame
+
+
+def describe(
+    store: ArtifactStore, dataset: Dataset, version: DatasetVersion, settings: Settings
+) -> tuple[Any, dict[str, Any]]:
+    """A version's column summary and its target's summary (classes with their counts, or the range)."""
+    frame = read_frame(store, version, dataset.target, settings)
+    target = frame[dataset.target]
+    summary: dict[str, Any] = {"name": dataset.target, "task": version.task, "missing": int(target.isna().sum())}
+    if version.task == "classification":
+        summary["classes"] = {str(k): int(v) for k, v in target.value_counts().sort_index().items()}
+    else:
+        summary.update(min=float(target.min()), max=float(target.max()), mean=float(target.mean()))
+    return column_summary(frame, version.dtypes), summary  # type: ignore[arg-type]
+
+
+def rows_page(
+    store: ArtifactStore, dataset: Dataset, version: DatasetVersion, settings: Settings, offset: int, limit: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """How many rows the version has, and the rows from ``offset`` (at most ``limit``)."""
+    frame = read_frame(store, version, dataset.target, settings)
+    return len(frame), records_of(frame.iloc[offset : offset + limit])
 
 
 def _new_version(

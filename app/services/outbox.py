@@ -28,7 +28,7 @@ from sqlmodel import Session, col, select
 
 from app.models.base import utcnow
 from app.models.task import OPEN_STATUSES, OutboxMessage, Task
-from app.queue.base import Broker
+from app.queue.base import PREDICT_QUEUE, TRAIN_QUEUE, Broker, dead_queue, retry_queue
 
 log = logging.getLogger("mlmarket.outbox")
 
@@ -182,3 +182,8 @@ class OutboxRelay:
                     select(sa.func.count()).select_from(OutboxMessage).where(col(OutboxMessage.sent_at).is_(None))
                 ).one()
             )
+
+
+def task_queues() -> list[tuple[str, str, str]]:
+    """Each task queue with its retry and dead-letter queues: (work, retry, dead)."""
+    return [(queue, retry_queue(queue), dead_queue(queue)) for queue in (PREDICT_QUEUE, TRAIN_QUEUE)]

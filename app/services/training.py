@@ -25,6 +25,7 @@ from app.models.task import OPEN_STATUSES, OutboxMessage, TaskStatus
 from app.models.training import Dataset, DatasetVersion, TrainingJob, TrainingJobCreate, TrainingShard
 from app.queue.base import TRAIN_QUEUE
 from app.runtime.algorithms import ALGORITHMS, checked_hyperparameters
+from app.runtime.algorithms import Algorithm as Algorithm  # for the routes, which do not import the runtime
 from app.runtime.schema import Feature
 from app.services import catalog, compiling, datasets, ledger
 from app.store.base import ArtifactRef, ArtifactStore
@@ -546,3 +547,24 @@ def unpublish(session: Session, *, user_id: int, name: str) -> list[ModelVersion
     catalog.mark_changed(session)
     session.commit()
     return list(versions)
+
+
+# -- the algorithm registry and reports, for the routes ----------------------------------------------------
+
+
+def algorithms() -> list[Algorithm]:
+    return list(ALGORITHMS.values())
+
+
+def algorithm(name: str) -> Algorithm:
+    found = ALGORITHMS.get(name)
+    if found is None:
+        raise NotFound(f"algorithm {name!r} not found; choose one of {', '.join(ALGORITHMS)}")
+    return found
+
+
+def report_pdf(report: dict[str, Any]) -> bytes:
+    """The training report as a PDF (matplotlib is imported here, on the first report)."""
+    from app.runtime.report import render_pdf
+
+    return render_pdf(report)

@@ -29,7 +29,7 @@ from app.api.grpc import open_inference_pb2_grpc as pb_grpc
 from app.core.config import Settings
 from app.core.errors import AppError, BadRequest, NotFound
 from app.models.catalog import MODEL_NAME_PATTERN
-from app.runtime import oip
+from app.services import oip
 from app.services.dataplane import DataPlane
 
 log = logging.getLogger("mlmarket.grpc")

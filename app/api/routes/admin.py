@@ -12,8 +12,7 @@ from app.api.routes.common import IdempotencyKeyHeader, Limit, Offset, require_i
 from app.core.errors import Unprocessable
 from app.models.ledger import AdminCreditRequest, LedgerEntryPublic, LedgerReport, TopUpResult
 from app.models.user import UserAdminPublic
-from app.queue.base import PREDICT_QUEUE, TRAIN_QUEUE, dead_queue, retry_queue
-from app.services import ledger, users
+from app.services import ledger, outbox, users
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -64,9 +63,10 @@ async def queue_depths(_: AdminUser, request: Request) -> QueuesPublic:
     """How much work waits: per task queue, and committed tasks the outbox relay has not published yet."""
     state = request.app.state
     depths = []
-    for queue in (PREDICT_QUEUE, TRAIN_QUEUE):
+    for names in outbox.task_queues():
+        queue = names[0]
         counts: list[int | None] = []
-        for name in (queue, retry_queue(queue), dead_queue(queue)):
+        for name in names:
             try:
                 counts.append(await asyncio.wait_for(state.broker.queue_depth(name), timeout=5))
             except Exception:  # the broker is down: say so rather than fail the page

@@ -18,7 +18,6 @@ from app.models.training import (
     DatasetVersion,
     DatasetVersionPublic,
 )
-from app.runtime.dataset import column_summary, records_of
 from app.services import datasets
 
 router = APIRouter(prefix="/datasets", tags=["training studio"])
@@ -127,16 +126,10 @@ def dataset_info(
 ) -> DatasetInfo:
     dataset = datasets.get_for_user(session, user_id=user.id or 0, dataset_id=dataset_id)
     version = datasets.version_of(session, dataset)
-    frame = datasets.read_frame(request.app.state.store, version, dataset.target, settings)
-    target = frame[dataset.target]
-    target_summary: dict[str, Any] = {"name": dataset.target, "task": version.task, "missing": int(target.isna().sum())}
-    if version.task == "classification":
-        target_summary["classes"] = {str(k): int(v) for k, v in target.value_counts().sort_index().items()}
-    else:
-        target_summary.update(min=float(target.min()), max=float(target.max()), mean=float(target.mean()))
+    columns, target_summary = datasets.describe(request.app.state.store, dataset, version, settings)
     return DatasetInfo(
         **to_public(dataset, version).model_dump(),
-        column_summary=column_summary(frame, version.dtypes),  # type: ignore[arg-type]
+        column_summary=columns,
         target_summary=target_summary,
         versions=[DatasetVersionPublic.model_validate(v) for v in datasets.versions_of(session, dataset.id or 0)],
     )
@@ -155,15 +148,8 @@ def read_rows(
 ) -> DatasetRows:
     dataset = datasets.get_for_user(session, user_id=user.id or 0, dataset_id=dataset_id)
     found = datasets.version_of(session, dataset, version)
-    frame = datasets.read_frame(request.app.state.store, found, dataset.target, settings)
-    return DatasetRows(
-        dataset_id=dataset_id,
-        version=found.version,
-        total=len(frame),
-        offset=offset,
-        limit=limit,
-        rows=records_of(frame.iloc[offset : offset + limit]),
-    )
+    total, rows = datasets.rows_page(request.app.state.store, dataset, found, settings, offset, limit)
+    return DatasetRows(dataset_id=dataset_id, version=found.version, total=total, offset=offset, limit=limit, rows=rows)
 
 
 @router.post(

@@ -6,16 +6,19 @@ transport calls too. Errors here are ``{"error": "..."}`` as the protocol says (
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi.security.utils import get_authorization_scheme_param
 from starlette.requests import ClientDisconnect
+from starlette.routing import Route
 
 from app.api.deps import DataPlaneDep, TokenDep
-from app.core.errors import BadRequest
+from app.core.errors import BadRequest, NotFound
 from app.models.catalog import MODEL_NAME_PATTERN
-from app.runtime import oip
-from app.services.dataplane import Principal
+from app.services import oip
+from app.services.dataplane import DataPlane, Principal
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol"])
 
@@ -86,9 +89,36 @@ async def infer_version(
     return await _infer(request, caller, dataplane, name, version)
 
 
-async def _infer(
-    request: Request, caller: Principal, dataplane: DataPlaneDep, name: str, version: int | None
-) -> Response:
+# The two infer operations are also served by plain Starlette routes, matched before every FastAPI route (see
+# app.main): the same function without FastAPI's per-request dependency and validation machinery, which costs
+# more than serving and billing a row. The operations above document them in the OpenAPI schema.
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_MAX_VERSION = 2**31 - 1
+
+
+async def serve_infer(request: Request) -> Response:
+    name = request.path_params["name"]
+    if not _NAME.fullmatch(name):
+        raise NotFound("model names are 1-63 lowercase letters, digits and dashes; GET /api/v1/models lists them")
+    version = None
+    if "version" in request.path_params:
+        text = request.path_params["version"]
+        if not (text.isascii() and text.isdigit() and len(text) <= 10 and 1 <= int(text) <= _MAX_VERSION):
+            raise NotFound(f"model {name!r} has no version {text[:20]!r}")
+        version = int(text)
+    dataplane: DataPlane = request.app.state.dataplane
+    scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
+    caller = await dataplane.authenticate(token if scheme.lower() == "bearer" else None)
+    return await _infer(request, caller, dataplane, name, version)
+
+
+SERVING_ROUTES = [
+    Route("/v2/models/{name}/infer", serve_infer, methods=["POST"], include_in_schema=False),
+    Route("/v2/models/{name}/versions/{version}/infer", serve_infer, methods=["POST"], include_in_schema=False),
+]
+
+
+async def _infer(request: Request, caller: Principal, dataplane: DataPlane, name: str, version: int | None) -> Response:
     header = request.headers.get("inference-header-content-length")
     if header is not None and not (header.isascii() and header.strip().isdigit() and len(header.strip()) <= 12):
         raise BadRequest("Inference-Header-Content-Length must be a whole number of bytes")

@@ -22,7 +22,6 @@ from app.models.training import (
     TrainingShard,
     TrainingShardPublic,
 )
-from app.runtime.report import render_pdf
 from app.services import training
 
 router = APIRouter(prefix="/training-jobs", tags=["training studio"])
@@ -119,7 +118,7 @@ def read_report(job_id: str, user: CurrentUser, session: SessionDep) -> Training
 def download_report(job_id: str, user: CurrentUser, session: SessionDep) -> Response:
     report = report_of(_succeeded(session, user.id or 0, job_id))
     return Response(
-        render_pdf(report.model_dump()),
+        training.report_pdf(report.model_dump()),
         media_type="application/pdf",
         headers={"Content-Disposition": f'attachment; filename="training-report-{job_id}.pdf"'},
     )

@@ -261,7 +261,7 @@ def write_bills(
         parts = []
         for n, (table, rows) in enumerate(tables):
             names = list(rows[0])
-            casts = ", ".join(f"%s::{table.c[c].type.compile(dialect=connection.dialect)}[]" for c in names)
+            casts = ", ".join(f"%b::{table.c[c].type.compile(dialect=connection.dialect)}[]" for c in names)
             columns = ", ".join(names)
             parts.append(
                 f"i{n} AS (INSERT INTO {table.name} ({columns}) "  # noqa: S608 - names from the table definitions
@@ -271,7 +271,7 @@ def write_bills(
         sql = (
             f"WITH {', '.join(parts)} "  # noqa: S608 - every name comes from the table definitions
             "UPDATE accounts SET balance = accounts.balance + d.delta "
-            "FROM unnest(%s::INTEGER[], %s::BIGINT[]) AS d(id, delta) WHERE accounts.id = d.id"
+            "FROM unnest(%b::INTEGER[], %b::BIGINT[]) AS d(id, delta) WHERE accounts.id = d.id"
         )
         _BILL_SQL[key] = sql
     params: list[list[Any]] = []

@@ -25,7 +25,12 @@ def list_users(_: AdminUser, session: SessionDep, limit: Limit = 100, offset: Of
     return [UserAdminPublic.model_validate(user, update={"balance": balance}) for user, balance in rows]
 
 
-@router.post("/users/{user_id}/credits", status_code=status.HTTP_201_CREATED, response_model=TopUpResult)
+@router.post(
+    "/users/{user_id}/credits",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TopUpResult,
+    responses={400: {"description": "An Idempotency-Key header that is blank or too long"}},
+)
 def credit_user(
     body: AdminCreditRequest,
     _: AdminUser,

@@ -7,7 +7,6 @@ tritonclient cannot make (typed ``contents``, the metadata's price) go through m
 from __future__ import annotations
 
 import socket
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from app.api.grpc import open_inference_pb2 as pb
 from app.api.grpc import open_inference_pb2_grpc as pb_grpc
 from app.core.config import Settings
 from tests.conftest import make_settings
+from tests.http_clients import balance, paying_user
 
 IRIS = ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"]
 SAMPLES = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]])
@@ -68,20 +68,8 @@ def iris(publish_model: Callable[..., Any], trained_demo_models: dict[str, Any])
 
 def account(base: str, credits: int) -> tuple[dict[str, str], dict[str, str]]:
     """A new user with ``credits``: their REST headers and their gRPC metadata (keys are lower case in gRPC)."""
-    email = f"{uuid.uuid4().hex[:8]}@example.com"
-    httpx.post(f"{base}/api/v1/auth/register", json={"email": email, "password": "password-1"})
-    token = httpx.post(f"{base}/api/v1/auth/token", data={"username": email, "password": "password-1"}).json()
-    headers = {"Authorization": f"Bearer {token['access_token']}"}
-    if credits:
-        r = httpx.post(
-            f"{base}/api/v1/wallet/top-ups", json={"amount": credits}, headers={**headers, "Idempotency-Key": email}
-        )
-        assert r.status_code == 201
+    headers = paying_user(base, credits)
     return headers, {"authorization": headers["Authorization"]}
-
-
-def balance(base: str, headers: dict[str, str]) -> int:
-    return int(httpx.get(f"{base}/api/v1/wallet", headers=headers).json()["balance"])
 
 
 def history(base: str, headers: dict[str, str]) -> list[dict[str, Any]]:

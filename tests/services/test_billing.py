@@ -27,6 +27,7 @@ from app.models.task import Task
 from app.runtime.schema import Feature
 from app.services import billing, ledger, users
 from tests.conftest import TEST_SECRET
+from tests.http_clients import balance, paying_user
 
 REPO = Path(__file__).resolve().parents[2]
 FEATURES = [Feature(name="x", type="number")]
@@ -148,27 +149,6 @@ def test_a_failing_model_fails_its_orders_alone_and_moves_no_money(
 # -- over HTTP, under load -------------------------------------------------------------------------------
 
 
-def _account(base: str, credits: int) -> dict[str, str]:
-    email = f"{uuid.uuid4().hex[:8]}@example.com"
-    httpx.post(f"{base}/api/v1/auth/register", json={"email": email, "password": "password-1"}, timeout=30)
-    token = httpx.post(
-        f"{base}/api/v1/auth/token", data={"username": email, "password": "password-1"}, timeout=30
-    ).json()
-    headers = {"Authorization": f"Bearer {token['access_token']}"}
-    r = httpx.post(
-        f"{base}/api/v1/wallet/top-ups",
-        json={"amount": credits},
-        headers={**headers, "Idempotency-Key": email},
-        timeout=30,
-    )
-    assert r.status_code == 201
-    return headers
-
-
-def _balance(base: str, headers: dict[str, str]) -> int:
-    return int(httpx.get(f"{base}/api/v1/wallet", headers=headers, timeout=30).json()["balance"])
-
-
 ROW = [0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, 0.0, 0.02, -0.02]
 BODY = {"inputs": [{"name": "x", "shape": [1, 10], "datatype": "FP64", "data": ROW}]}
 
@@ -181,7 +161,7 @@ def test_64_clients_bill_concurrently_for_seconds_and_the_ledger_verifies(
     publish_model("diabetes-linear", price=2)
     url = f"{live_server}/v2/models/diabetes-linear/infer"
     # 16 payers shared by 64 clients; a quarter of them can pay for only a few rows and run dry mid-way.
-    payers = [_account(live_server, 3 if i % 4 == 0 else 100_000) for i in range(16)]
+    payers = [paying_user(live_server, 3 if i % 4 == 0 else 100_000) for i in range(16)]
     stop_at = time.monotonic() + 4.0
     outcomes: Counter[tuple[int, int]] = Counter()
     lock = threading.Lock()
@@ -202,7 +182,7 @@ def test_64_clients_bill_concurrently_for_seconds_and_the_ledger_verifies(
     for i, headers in enumerate(payers):
         paid = outcomes[(i, 200)]
         start = 3 if i % 4 == 0 else 100_000
-        assert _balance(live_server, headers) == start - 2 * paid
+        assert balance(live_server, headers) == start - 2 * paid
         if i % 4 == 0 and outcomes[(i, 402)]:
             assert paid == 1  # 3 credits pay for exactly 1 row at 2, then every call is refused
     assert sum(n for (_, status), n in outcomes.items() if status == 402) > 0
@@ -227,7 +207,7 @@ def test_a_poisoned_request_in_a_busy_batch_fails_alone(
 ) -> None:
     publish_model("diabetes-linear", price=1)
     url = f"{live_server}/v2/models/diabetes-linear/infer"
-    headers = _account(live_server, 1000)
+    headers = paying_user(live_server, 1000)
     poisoned: list[bytes] = [
         b'{"id": "'
         + b"x" * 65
@@ -264,7 +244,7 @@ def test_a_poisoned_request_in_a_busy_batch_fails_alone(
     assert good_codes == [200] * 48
     for status, body in bad_answers:
         assert status == 400 and set(body) == {"error"}, (status, body)
-    assert _balance(live_server, headers) == 1000 - 48
+    assert balance(live_server, headers) == 1000 - 48
     with Session(engine) as s:
         count = s.execute(sa.select(sa.func.count()).select_from(Task)).scalar_one()
         assert count == 48

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from app.core.config import Settings
 from app.main import create_app
 from app.models.user import User
 from tests.conftest import make_settings
+from tests.http_clients import paying_user
 from tests.real_services import free_port
 
 ROW = [0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, 0.0, 0.02, -0.02]
@@ -57,18 +57,6 @@ def replicas(database_url: str, tmp_path: Path) -> Iterator[list[str]]:
         stop()
 
 
-def _buyer(base: str) -> dict[str, str]:
-    email = f"{uuid.uuid4().hex[:8]}@example.com"
-    httpx.post(f"{base}/api/v1/auth/register", json={"email": email, "password": "password-1"}, timeout=30)
-    token = httpx.post(f"{base}/api/v1/auth/token", data={"username": email, "password": "password-1"}, timeout=30)
-    headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
-    r = httpx.post(
-        f"{base}/api/v1/wallet/top-ups", json={"amount": 100}, headers={**headers, "Idempotency-Key": email}, timeout=30
-    )
-    assert r.status_code == 201
-    return headers
-
-
 def _until(check: Callable[[], bool], seconds: float = 5.0) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -83,7 +71,7 @@ def test_unpublishing_reaches_every_replica_at_once(
 ) -> None:
     first, second = replicas
     model = publish_model("diabetes-linear", price=1)
-    buyer = _buyer(first)
+    buyer = paying_user(first, 100)
     for base in replicas:  # both replicas now hold the model in their catalog view
         r = httpx.post(f"{base}/v2/models/diabetes-linear/infer", json=BODY, headers=buyer, timeout=30)
         assert r.status_code == 200, r.text
@@ -110,7 +98,7 @@ def test_another_process_hiding_a_model_is_heard_through_notify(
     if db_backend != "postgresql":
         pytest.skip("SQLite has one API process; LISTEN/NOTIFY is PostgreSQL's")
     publish_model("diabetes-linear", price=1)
-    buyer = _buyer(replicas[0])
+    buyer = paying_user(replicas[0], 100)
 
     def status(base: str) -> int:
         r = httpx.post(f"{base}/v2/models/diabetes-linear/infer", json=BODY, headers=buyer, timeout=30)
@@ -131,7 +119,7 @@ def test_a_deactivated_user_is_refused_within_the_token_cache_time(
 ) -> None:
     base = replicas[0]
     publish_model("diabetes-linear", price=1)
-    buyer = _buyer(base)
+    buyer = paying_user(base, 100)
     assert httpx.post(f"{base}/v2/models/diabetes-linear/infer", json=BODY, headers=buyer, timeout=30).is_success
     me = httpx.get(f"{base}/api/v1/users/me", headers=buyer, timeout=30).json()
     with engine.begin() as conn:

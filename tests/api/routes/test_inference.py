@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -15,25 +14,10 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
+from tests.http_clients import balance, paying_user
+
 IRIS = ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"]
 SAMPLES = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]])
-
-
-def account(base: str, credits: int) -> dict[str, str]:
-    email = f"{uuid.uuid4().hex[:8]}@example.com"
-    httpx.post(f"{base}/api/v1/auth/register", json={"email": email, "password": "password-1"})
-    token = httpx.post(f"{base}/api/v1/auth/token", data={"username": email, "password": "password-1"}).json()
-    headers = {"Authorization": f"Bearer {token['access_token']}"}
-    if credits:
-        r = httpx.post(
-            f"{base}/api/v1/wallet/top-ups", json={"amount": credits}, headers={**headers, "Idempotency-Key": email}
-        )
-        assert r.status_code == 201
-    return headers
-
-
-def balance(base: str, headers: dict[str, str]) -> int:
-    return int(httpx.get(f"{base}/api/v1/wallet", headers=headers).json()["balance"])
 
 
 @pytest.fixture
@@ -44,7 +28,7 @@ def iris(publish_model: Callable[..., Any], trained_demo_models: dict[str, Any])
 
 def test_tritonclient_health_metadata_and_billed_infer(live_server: str, iris: Any) -> None:
     client = triton.InferenceServerClient(url=live_server.removeprefix("http://"))
-    headers = account(live_server, 100)
+    headers = paying_user(live_server, 100)
     assert client.is_server_live()
     assert client.is_server_ready()
     assert client.is_model_ready("iris-logistic")
@@ -64,7 +48,7 @@ def test_tritonclient_health_metadata_and_billed_infer(live_server: str, iris: A
 
 def test_one_tensor_per_feature_in_json_and_a_pinned_version(live_server: str, iris: Any) -> None:
     client = triton.InferenceServerClient(url=live_server.removeprefix("http://"))
-    headers = account(live_server, 10)
+    headers = paying_user(live_server, 10)
     inputs = []
     for j, name in enumerate(IRIS):
         t = triton.InferInput(name, [3, 1], "FP32")
@@ -76,7 +60,7 @@ def test_one_tensor_per_feature_in_json_and_a_pinned_version(live_server: str, i
 
 
 def test_errors_follow_the_protocol_and_move_no_money(live_server: str, iris: Any) -> None:
-    headers = account(live_server, 3)
+    headers = paying_user(live_server, 3)
     url = f"{live_server}/v2/models/iris-logistic/infer"
     good = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}]}
     r = httpx.post(url, json=good)
@@ -117,7 +101,7 @@ def test_errors_follow_the_protocol_and_move_no_money(live_server: str, iris: An
 
 
 def test_concurrent_single_rows_are_batched_and_each_billed(live_server: str, iris: Any) -> None:
-    headers = account(live_server, 1000)
+    headers = paying_user(live_server, 1000)
     url = f"{live_server}/v2/models/iris-logistic/infer"
 
     def one(i: int) -> str:

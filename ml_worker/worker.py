@@ -14,9 +14,8 @@ from app.core.config import Settings
 from app.core.logging import REQUEST_ID_HEADER, reset_request_id, set_request_id
 from app.models.catalog import ModelVersion
 from app.queue.base import PREDICT_QUEUE, Broker, ConsumerOptions, Delivery
-from app.runtime import oip
 from app.runtime.cache import ModelCache
-from app.services import predictions
+from app.services import oip, predictions
 from app.services.dataplane import ServedModel, load_predictor
 from ml_worker import metrics
 

@@ -146,14 +146,22 @@ def summarise_tasks(tasks: int, clients: int, elapsed: float, latencies: list[fl
 
 
 async def one_task_per_model(base_url: str, workload: Workload) -> dict[str, Any]:
-    """One paid single-row task on each of the benchmark's models, so that the worker holds them all loaded."""
+    """One paid single-row task on each of the benchmark's models, so that the worker holds them all loaded, and
+    one billed Open Inference Protocol call on each, so that the API serving them holds them too."""
     models = [(MODEL_NAME, workload.rows[0])] + [(m.name, m.row) for m in workload.extra_models]
     async with http_client(base_url) as client:
-        user = await User.register(client, credits=PRICE_PER_ROW * len(models))
+        user = await User.register(client, credits=1000 * len(models))
         started = time.perf_counter()
         for name, row in models:
             r = await client.post("/api/v1/predictions", json={"model": name, "rows": [row]}, headers=user.headers)
             if r.status_code != 202:
                 raise BenchError(f"predict with {name}: HTTP {r.status_code}: {r.text[:300]}")
             await user.wait(str(r.json()["id"]))
+            inputs = [
+                {"name": k, "shape": [1], "datatype": "BYTES" if isinstance(v, str) else "FP64", "data": [v]}
+                for k, v in row.items()
+            ]
+            r = await client.post(f"/v2/models/{name}/infer", json={"inputs": inputs}, headers=user.headers)
+            if r.status_code != 200:
+                raise BenchError(f"infer with {name}: HTTP {r.status_code}: {r.text[:300]}")
     return {"models": [name for name, _ in models], "seconds": time.perf_counter() - started}

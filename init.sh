@@ -57,6 +57,7 @@ OpenAPI docs:        ${base}/docs
 Model catalog:       ${base}/api/v1/models
 Health:              ${base}/api/health/ready
 Metrics:             ${base}/metrics
+Open Inference:      ${base}/v2 (REST), ${MLMARKET_HOST}:${MLMARKET_GRPC_PORT:-8081} (gRPC; MLMARKET_GRPC_PORT=0 turns it off)
 Web UI: http://127.0.0.1:${ui_port}
 
 MSG

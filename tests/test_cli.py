@@ -83,7 +83,7 @@ def free_port() -> int:
 def test_init_sh_runs_the_demo_where_the_client_can_pay_for_a_prediction(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLMARKET_")}
-    env.update(MLMARKET_DATA_DIR=str(tmp_path / "data"), MLMARKET_PORT=str(port))
+    env.update(MLMARKET_DATA_DIR=str(tmp_path / "data"), MLMARKET_PORT=str(port), MLMARKET_GRPC_PORT=str(free_port()))
     proc = subprocess.Popen(
         ["bash", str(REPO / "init.sh")],
         env=env,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import subprocess
 import time
 import warnings
@@ -29,7 +28,15 @@ import numpy as np
 from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 
-from bench.server import HOST, START_TIMEOUT_SECONDS, ChildProcess, _die_with_parent, free_port, rss_kib
+from bench.server import (
+    HOST,
+    START_TIMEOUT_SECONDS,
+    ChildProcess,
+    _die_with_parent,
+    free_port,
+    rss_kib,
+    run_setup_script,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = Path(os.environ.get("MLSERVER_VENV", ROOT / ".tools" / "mlserver-venv"))
@@ -53,15 +60,9 @@ def ensure_venv() -> str | None:
     """Makes the MLServer virtualenv if it is missing; returns why it cannot be had, or None when it is ready."""
     if venv_ready():
         return None
-    try:
-        done = subprocess.run(  # noqa: S603 - our own script
-            [shutil.which("bash") or "/bin/bash", str(SETUP_SCRIPT)],
-            capture_output=True,
-            text=True,
-            timeout=SETUP_TIMEOUT_SECONDS,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"bench/setup_mlserver.sh did not finish: {exc}"
+    done = run_setup_script(SETUP_SCRIPT, SETUP_TIMEOUT_SECONDS)
+    if isinstance(done, str):
+        return done
     if done.returncode != 0 or not venv_ready():
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
         return f"bench/setup_mlserver.sh failed (exit {done.returncode}): {tail}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -165,3 +166,16 @@ class WorkerProcess(ChildProcess):
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"ml_worker did not start consuming within {timeout:.0f}s; log:\n{self.log_tail()}")
+
+
+def run_setup_script(script: Path, timeout: float) -> subprocess.CompletedProcess[str] | str:
+    """Runs one of bench/'s setup scripts; its finished process, or why it did not finish."""
+    try:
+        return subprocess.run(  # noqa: S603 - our own script
+            [shutil.which("bash") or "/bin/bash", str(script)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bench/{script.name} did not finish: {exc}"

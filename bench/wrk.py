@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.server import run_setup_script
+
 SETUP_SCRIPT = Path(__file__).resolve().parent / "setup_wrk.sh"
 SETUP_TIMEOUT_SECONDS = 300
 MARKER = "WRK_JSON "
@@ -97,15 +99,9 @@ def ensure() -> str | None:
     """Installs wrk with ``bench/setup_wrk.sh`` when it is missing; returns why it cannot be had, or None."""
     if path() is not None:
         return None
-    try:
-        done = subprocess.run(  # noqa: S603 - our own script
-            [shutil.which("bash") or "/bin/bash", str(SETUP_SCRIPT)],
-            capture_output=True,
-            text=True,
-            timeout=SETUP_TIMEOUT_SECONDS,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"bench/setup_wrk.sh did not finish: {exc}"
+    done = run_setup_script(SETUP_SCRIPT, SETUP_TIMEOUT_SECONDS)
+    if isinstance(done, str):
+        return done
     if path() is None:
         said = (done.stdout + done.stderr).strip().splitlines()
         return said[-1] if said else f"bench/setup_wrk.sh exited {done.returncode} without installing wrk"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 
 from sqlalchemy.engine import Engine
@@ -56,7 +55,7 @@ class PredictionWorker:
             done = predictions.complete(
                 session,
                 task_id=task_id,
-                results=[None if isinstance(v, float) and not math.isfinite(v) else v for v in predicted.tolist()],
+                results=oip.json_values(predicted),
                 author_share_percent=self.settings.author_share_percent,
             )
         self.processed += 1

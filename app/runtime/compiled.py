@@ -132,6 +132,8 @@ class CompiledModel:
         (index,) = self._session.run(self._first, self._feeds(columns, n))
         return self._labels.take(np.asarray(index).reshape(n))
 
+    predict_columns = predict  # the serving path's name for it (app.services.billing.Predictor)
+
     def predict_proba(self, columns: Mapping[str, np.ndarray[Any, Any]], n: int) -> np.ndarray[Any, Any]:
         """For classifiers: each row's probability per class, in the order of ``classes``."""
         if not self._probabilities or self.classes is None:

@@ -28,7 +28,6 @@ one at fault fails.
 from __future__ import annotations
 
 import logging
-import math
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -208,15 +207,17 @@ def _serve_and_bill(engine: Engine, orders: list[Order], share: int) -> list[Bil
             )
             memo = f"{order.model.name} v{order.model.version}"
             ledger.move(account_of[order.user_id], -order.cost, EntryKind.charge, task_id, memo)
-        for kind in (EntryKind.payout, EntryKind.fee):
-            for i, task_id in served:
-                order = orders[i]
-                owner = account_of.get(order.model.owner_id) if order.model.owner_id is not None else None
-                payout, fee = split(order.cost, share if owner is not None else 0)
-                if kind is EntryKind.payout and payout and owner is not None:
-                    ledger.move(owner, payout, kind, task_id, None)
-                elif kind is EntryKind.fee and fee:
-                    ledger.move(platform, fee, kind, task_id, None)
+        fees: list[tuple[int, str]] = []  # after every payout, as ledger.settle orders them
+        for i, task_id in served:
+            order = orders[i]
+            owner = account_of.get(order.model.owner_id) if order.model.owner_id is not None else None
+            payout, fee = split(order.cost, share if owner is not None else 0)
+            if payout and owner is not None:
+                ledger.move(owner, payout, EntryKind.payout, task_id, None)
+            if fee:
+                fees.append((fee, task_id))
+        for fee, task_id in fees:
+            ledger.move(platform, fee, EntryKind.fee, task_id, None)
         if tasks:
             entries = [{**e, "created_at": now} for e in ledger.entries]
             deltas = {a: ledger.balances[a] - start[a] for a in start if ledger.balances[a] != start[a]}
@@ -318,10 +319,6 @@ def _predict(
     return out
 
 
-def _json_value(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
 def _task_row(order: Order, task_id: str, predictions: np.ndarray[Any, Any], now: Any) -> dict[str, Any]:
     return {
         "id": task_id,
@@ -335,7 +332,7 @@ def _task_row(order: Order, task_id: str, predictions: np.ndarray[Any, Any], now
         "rows_total": order.rows,
         "input_rows": oip.rows_of(order.columns, order.features),
         "row_numbers": list(range(1, order.rows + 1)),
-        "results": [_json_value(v) for v in predictions.tolist()],
+        "results": oip.json_values(predictions),
         "errors": [],
         "error": None,
         "attempts": 1,

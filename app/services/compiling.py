@@ -99,6 +99,7 @@ def versions_to_compile(session: Session, name: str | None, force: bool) -> list
 def check_rows_for(session: Session, store: ArtifactStore, settings: Settings, model: ModelVersion) -> tuple[Any, str]:
     """Rows to check a compiled version on: the held-out split of the job that trained it, else rows drawn from
     the demo dataset of the same name, else rows made from its schema (said in the note)."""
+    import numpy as np
     import pandas as pd
 
     from app.runtime.training import demo_models, prepare, split_data
@@ -119,7 +120,7 @@ def check_rows_for(session: Session, store: ArtifactStore, settings: Settings, m
             data = prepare(frame, target, spec.task)
             return split_data(data, 0.2, 42).x_test, "held-out"
     features = catalog.features_of(model)
-    rng = __import__("numpy").random.default_rng(0)
+    rng = np.random.default_rng(0)
     rows: dict[str, Any] = {}
     for f in features:
         if f.type == "string":

@@ -268,8 +268,6 @@ def _loader(model: ServedModel) -> Any:
     features, task, classes = model.features, model.task, model.classes
 
     def load(path: Any) -> Any:
-        compiled = CompiledModel.load(path, features, task, classes)
-        compiled.predict_columns = compiled.predict  # type: ignore[attr-defined]  # the Predictor protocol
-        return compiled
+        return CompiledModel.load(path, features, task, classes)
 
     return load

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from app.core.errors import BadRequest
+from app.core.errors import BadRequest, PayloadTooLarge
 from app.runtime.schema import MAX_SAFE_INTEGER, Feature, check_text, convert_value
 
 NUMPY_TYPES: dict[str, Any] = {
@@ -322,8 +322,6 @@ def to_columns(
     if n == 0:
         raise BadRequest("the request has no rows")
     if max_rows is not None and n > max_rows:
-        from app.core.errors import PayloadTooLarge
-
         raise PayloadTooLarge(f"too many rows: {n}; at most {max_rows} per request")
     columns: dict[str, np.ndarray[Any, Any]] = {}
     for feature in features:
@@ -372,12 +370,16 @@ def output_tensor(predictions: np.ndarray[Any, Any], name: str = "predict") -> T
     return Tensor(name=name, shape=[len(predictions)], datatype=datatype, data=predictions)
 
 
+def json_values(values: np.ndarray[Any, Any]) -> list[Any]:
+    """Values as JSON-ready Python values (a non-finite number becomes null), as tasks store their results."""
+    plain: list[Any] = values.tolist()
+    if values.dtype.kind == "f":
+        return [v if math.isfinite(v) else None for v in plain]
+    return plain
+
+
 def plain_values(tensor: Tensor) -> list[Any]:
-    """A tensor's values as JSON-ready Python values (a non-finite number becomes null)."""
-    values: list[Any] = tensor.data.tolist()
-    if tensor.datatype in ("FP64", "FP32", "FP16"):
-        return [v if math.isfinite(v) else None for v in values]
-    return values
+    return json_values(tensor.data)
 
 
 def response_json(response: InferResponse) -> bytes:

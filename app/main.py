@@ -21,7 +21,7 @@ from app.core.config import Settings, get_settings
 from app.core.db import make_engine
 from app.core.handlers import BodySizeLimitMiddleware, RequestIdMiddleware, install_error_handlers
 from app.core.metrics import MetricsMiddleware
-from app.core.notify import CATALOG_CHANNEL, Listener
+from app.core.notify import CATALOG_CHANNEL, OUTBOX_CHANNEL, TASKS_CHANNEL, Listener
 from app.queue.base import PREDICT_QUEUE, TRAIN_QUEUE, dead_queue, make_broker
 from app.runtime.cache import ModelCache
 from app.services import catalog, ledger, predictions
@@ -53,8 +53,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # batch whose connection turned out dead).
     serving_engine = make_engine(settings, pre_ping=False)
     dataplane = DataPlane(settings, engine, model_cache, secret_key, serving_engine=serving_engine)
-    # On PostgreSQL other processes publish and hide models too: their commits reach this one as notices.
-    listener = None if settings.is_sqlite else Listener(engine, {CATALOG_CHANNEL: catalog.GENERATION.bump})
+    # On PostgreSQL the other processes' commits reach this one as notices: new tasks in the outbox (for the
+    # relay), tasks started and finished by workers (for requests waiting on them).
+    dataplane.on_queued = relay.wake
+    listener = (
+        None
+        if settings.is_sqlite
+        else Listener(
+            engine,
+            {
+                CATALOG_CHANNEL: lambda _payload: catalog.GENERATION.bump(),
+                OUTBOX_CHANNEL: relay.wake,
+                TASKS_CHANNEL: predictions.WATCHERS.on_notice,
+            },
+        )
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -1,20 +1,37 @@
-"""The prediction worker, shared by ``python -m ml_worker`` and the embedded mode inside the API."""
+"""The prediction worker, shared by ``python -m ml_worker`` and the embedded mode inside the API.
+
+Messages are consumed with a prefetch window; every task message that arrives
+while the last batch is being run joins the next one. A batch is started in
+one statement, predicted with one call per model (big inputs in chunks, one
+per core), and its results stored and charges settled in one transaction;
+each message is acknowledged only after that commit. Each message keeps its
+own fate: a task that cannot run raises for its message alone, which the
+broker retries and dead-letters on its own count.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+import numpy as np
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from app.core.config import Settings
 from app.core.logging import REQUEST_ID_HEADER, reset_request_id, set_request_id
 from app.models.catalog import ModelVersion
 from app.queue.base import PREDICT_QUEUE, Broker, ConsumerOptions, Delivery
+from app.runtime.batching import Coalescer
 from app.runtime.cache import ModelCache
-from app.services import oip, predictions
+from app.services import predictions, tabular
+from app.services.billing import Predictor
 from app.services.dataplane import ServedModel, load_predictor
 from ml_worker import metrics
 
@@ -22,6 +39,12 @@ log = logging.getLogger("mlmarket.worker")
 # Deliveries beyond task_max_attempts a task may have (redeliveries after a worker died, duplicates) before it
 # is failed and refunded instead of run again: a task that kills every worker that takes it cannot loop forever.
 CRASH_ALLOWANCE = 5
+# Inputs at least this long are predicted in chunks, one per core, at the same time.
+CHUNK_MIN_ROWS = 4096
+
+
+class TaskError(RuntimeError):
+    """A task of a batch could not be run; its message is retried (or dead-lettered) on its own."""
 
 
 class PredictionWorker:
@@ -30,36 +53,112 @@ class PredictionWorker:
         self.engine = engine
         self.cache = cache
         self.processed = 0
+        self.cores = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(self.cores, thread_name_prefix="predict") if self.cores > 1 else None
+        self.batches: Coalescer[str, str] = Coalescer(self.run_tasks, max_items=max(1, settings.worker_prefetch))
 
     def run_task(self, task_id: str) -> str:
         """Runs one task to completion. Raises when it should be retried."""
-        with Session(self.engine, expire_on_commit=False) as session:
-            task = predictions.start(session, task_id)
-            if task is None:
+        (outcome,) = self.run_tasks([task_id])
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def run_tasks(self, task_ids: list[str]) -> list[str | BaseException]:
+        """Runs a batch of tasks: "succeeded", "failed" (refunded) or "ignored" per task, or the error for
+        which that task's message is retried."""
+        unique = list(dict.fromkeys(task_ids))
+        started = {s.id: s for s in predictions.start_many(self.engine, unique)}
+        outcome: dict[str, str | BaseException] = {t: "ignored" for t in unique if t not in started}
+        for task_id in unique:
+            if task_id not in started:
                 log.info("task %s is unknown or already finished; ignoring the message", task_id)
-                return "ignored"
+        runnable: dict[int, list[predictions.Started]] = defaultdict(list)
+        for task in started.values():
             if task.attempts > self.settings.task_max_attempts + CRASH_ALLOWANCE:
                 # Deliveries the retry count never saw: workers died on this task again and again.
-                predictions.fail(
-                    session, task_id=task_id, reason=f"the task stopped its worker {task.attempts - 1} times"
-                )
-                return "failed"
-            model = session.get(ModelVersion, task.model_version_id)
+                outcome[task.id] = self._fail(task.id, f"the task stopped its worker {task.attempts - 1} times")
+            else:
+                runnable[task.model_version_id].append(task)
+        models = self._models(list(runnable))
+        done: list[tuple[str, np.ndarray[Any, Any]]] = []
+        for version_id, tasks in runnable.items():
+            model = models.get(version_id)
             if model is None:
-                predictions.fail(session, task_id=task_id, reason="the model of this task no longer exists")
-                return "failed"
-            served = ServedModel.of(model, [])
-            predictor = load_predictor(self.cache, served)
-            rows = list(task.input_rows)
-            predicted = predictor.predict_columns(oip.columns_of_rows(rows, served.features), len(rows))
-            done = predictions.complete(
-                session,
-                task_id=task_id,
-                results=oip.json_values(predicted),
-                author_share_percent=self.settings.author_share_percent,
+                for task in tasks:
+                    outcome[task.id] = self._fail(task.id, "the model of this task no longer exists")
+                continue
+            for task, predicted in self._predict(model, tasks):
+                if isinstance(predicted, BaseException):
+                    outcome[task.id] = predicted
+                else:
+                    done.append((task.id, predicted))
+        if done:
+            settled = predictions.complete_many(
+                self.engine, done, author_share_percent=self.settings.author_share_percent
             )
-        self.processed += 1
-        return "succeeded" if done else "ignored"
+            for task_id, _ in done:
+                outcome[task_id] = "succeeded" if task_id in settled else "ignored"
+            self.processed += len(settled)
+        return [outcome[t] for t in task_ids]
+
+    def _models(self, version_ids: list[int]) -> dict[int, ServedModel]:
+        if not version_ids:
+            return {}
+        with Session(self.engine) as session:
+            versions = session.exec(select(ModelVersion).where(col(ModelVersion.id).in_(version_ids))).all()
+            return {v.id or 0: ServedModel.of(v, []) for v in versions}
+
+    def _predict(
+        self, model: ServedModel, tasks: list[predictions.Started]
+    ) -> list[tuple[predictions.Started, np.ndarray[Any, Any] | BaseException]]:
+        """One predict call for the tasks of one model; should it fail, each task alone, so that only a task
+        at fault fails."""
+        try:
+            predictor = load_predictor(self.cache, model)
+            columns = [tabular.unpack_columns(t.inputs, model.features) for t in tasks]
+        except Exception as exc:
+            log.exception("cannot load model %s v%s", model.name, model.version)
+            return [(t, TaskError(f"the model could not be loaded: {type(exc).__name__}: {exc}")) for t in tasks]
+        if len(tasks) > 1:
+            try:
+                joined = {f.name: np.concatenate([c[f.name] for c in columns]) for f in model.features}
+                predicted = self._predict_rows(predictor, joined, sum(t.rows for t in tasks))
+                out: list[tuple[predictions.Started, np.ndarray[Any, Any] | BaseException]] = []
+                offset = 0
+                for task in tasks:
+                    out.append((task, predicted[offset : offset + task.rows]))
+                    offset += task.rows
+                return out
+            except Exception:
+                log.warning("predicting %d tasks of %s together failed; predicting each alone", len(tasks), model.name)
+        alone: list[tuple[predictions.Started, np.ndarray[Any, Any] | BaseException]] = []
+        for task, task_columns in zip(tasks, columns, strict=True):
+            try:
+                alone.append((task, self._predict_rows(predictor, task_columns, task.rows)))
+            except Exception as exc:
+                log.exception("task %s: predict failed", task.id)
+                alone.append((task, TaskError(f"predict failed: {type(exc).__name__}: {exc}")))
+        return alone
+
+    def _predict_rows(self, predictor: Predictor, columns: dict[str, np.ndarray[Any, Any]], n: int) -> Any:
+        """``predict_columns``, in one chunk per core for big inputs (the runtimes release the GIL)."""
+        if self._pool is None or n < CHUNK_MIN_ROWS:
+            predicted = np.asarray(predictor.predict_columns(columns, n))
+        else:
+            bounds = np.linspace(0, n, self.cores + 1, dtype=int)
+            parts = [
+                self._pool.submit(predictor.predict_columns, {k: v[a:b] for k, v in columns.items()}, int(b - a))
+                for a, b in itertools.pairwise(bounds)
+            ]
+            predicted = np.concatenate([np.asarray(p.result()) for p in parts])
+        if predicted.shape[0] != n:
+            raise TaskError(f"the model gave {predicted.shape[0]} predictions for {n} rows")
+        return predicted
+
+    def _fail(self, task_id: str, reason: str) -> str:
+        self.fail_task(task_id, reason)
+        return "failed"
 
     def fail_task(self, task_id: str, reason: str) -> None:
         with Session(self.engine, expire_on_commit=False) as session:
@@ -82,7 +181,8 @@ class PredictionWorker:
             return
         started = time.perf_counter()
         try:
-            outcome = await asyncio.to_thread(self.run_task, task_id)
+            # Runs with the tasks of the other messages that are here now; returns after the batch commits.
+            outcome = await self.batches.submit(task_id)
         except Exception:
             metrics.TASKS.labels(delivery.queue, "error").inc()
             raise

@@ -15,7 +15,7 @@ from app.core.config import Settings
 from app.core.db import read_session
 from app.core.errors import Forbidden, Unauthorized
 from app.models.user import Role, User
-from app.services.dataplane import DataPlane
+from app.services.dataplane import DataPlane, Principal
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
@@ -73,6 +73,15 @@ def get_current_user(request: Request, engine: Annotated[Engine, Depends(get_eng
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def get_principal(dataplane: DataPlaneDep, token: TokenDep) -> Principal:
+    """Who is calling, from the data plane's token cache: no database read for a token seen in the last
+    ``auth_cache_seconds`` (the paid paths: inference and queued predictions)."""
+    return await dataplane.authenticate(token)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
 def get_admin_user(user: CurrentUser) -> User:

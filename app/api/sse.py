@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Hashable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from app.core.notify import Watch
 from app.models.task import FINISHED_STATUSES
 
 POLL_SECONDS = 0.25
@@ -24,18 +27,33 @@ async def state_events(
     event: str,
     changed_by: Callable[[dict[str, Any]], Hashable],
     max_seconds: float,
+    watch: Callable[[], AbstractContextManager[Watch]] | None = None,
 ) -> StreamingResponse:
     """One ``event`` with the state now, then one each time ``changed_by(state)`` changes, until it finishes.
 
     The first snapshot is taken before the stream starts, so an unknown id (or
-    another user's) is an ordinary 404 rather than a broken stream.
+    another user's) is an ordinary 404 rather than a broken stream. With
+    ``watch`` (change notices of the thing watched, registered before that first
+    snapshot) a new snapshot is taken when a notice comes, and at the latest
+    every keep-alive; without it, every ``POLL_SECONDS``.
     """
-    first = await run_in_threadpool(snapshot)
+    watching = watch().__enter__() if watch is not None else None
+    try:
+        first = await run_in_threadpool(snapshot)
+    except BaseException:
+        if watching is not None:
+            watching.__exit__(None, None, None)
+        raise
 
     def frame(state: dict[str, Any]) -> str:
         return f"event: {event}\ndata: {json.dumps(state)}\n\n"
 
     async def stream() -> AsyncIterator[str]:
+        with watching if watching is not None else contextlib.nullcontext():
+            async for chunk in _frames():
+                yield chunk
+
+    async def _frames() -> AsyncIterator[str]:
         current = first
         yield frame(current)
         loop = asyncio.get_running_loop()
@@ -43,7 +61,10 @@ async def state_events(
         while current["status"] not in FINISHED_STATUSES and loop.time() - started < max_seconds:
             if await request.is_disconnected():
                 return
-            await asyncio.sleep(POLL_SECONDS)
+            if watching is not None:
+                await watching.next(KEEPALIVE_SECONDS)
+            else:
+                await asyncio.sleep(POLL_SECONDS)
             latest = await run_in_threadpool(snapshot)
             if changed_by(latest) != changed_by(current):
                 current = latest

@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(default=None, repr=False)
     broker_quorum_queues: bool = True
     run_worker_in_api: bool | None = None
-    worker_prefetch: int = Field(default=4, ge=1, le=1000)
+    worker_prefetch: int = Field(default=64, ge=1, le=1000)
     worker_health_host: str = "0.0.0.0"  # noqa: S104 - probes reach the pod from outside
     worker_health_port: int = Field(default=9100, ge=0, le=65535)
     task_max_attempts: int = Field(default=3, ge=1, le=20)

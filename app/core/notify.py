@@ -10,9 +10,11 @@ after commit is enough.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from types import TracebackType
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -22,6 +24,10 @@ from sqlalchemy.orm import Session
 log = logging.getLogger("mlmarket.notify")
 
 CATALOG_CHANNEL = "mlmarket_catalog"
+OUTBOX_CHANNEL = "mlmarket_outbox"
+TASKS_CHANNEL = "mlmarket_tasks"
+# Said to every watcher when notices may have been missed (the listening connection was down).
+ANY_CHANGE = "changed"
 RECONNECT_SECONDS = 1.0
 
 
@@ -48,14 +54,80 @@ def notify(session: Session, channel: str, on_commit: Callable[[], None]) -> Non
         session.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": channel})
 
 
-class Listener:
-    """A thread that LISTENs on PostgreSQL channels and calls each channel's callbacks per notice.
+class Watch:
+    """The change notices of one key, in the event loop that watches it; see :class:`Watchers`."""
 
-    While the connection is down nothing can be heard, so every callback is called on each reconnect: a view
-    that might have missed a notice is dropped rather than trusted.
+    def __init__(self, hub: Watchers, key: str) -> None:
+        self.hub = hub
+        self.key = key
+        self.loop = asyncio.get_running_loop()
+        self.events: asyncio.Queue[str] = asyncio.Queue()
+
+    async def next(self, timeout: float) -> str | None:
+        """The next notice (an event name), or None when ``timeout`` seconds pass without one."""
+        try:
+            return await asyncio.wait_for(self.events.get(), timeout=max(timeout, 0.0))
+        except TimeoutError:
+            return None
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.hub.forget(self)
+
+
+class Watchers:
+    """Who waits for which key (a task id), woken from any thread: by a commit in this process or by a NOTIFY
+    from another one. A watch is registered before the state it guards is read, so no notice falls between."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watches: dict[str, list[Watch]] = {}
+
+    def watch(self, key: str) -> Watch:
+        watch = Watch(self, key)
+        with self._lock:
+            self._watches.setdefault(key, []).append(watch)
+        return watch
+
+    def forget(self, watch: Watch) -> None:
+        with self._lock:
+            watches = self._watches.get(watch.key)
+            if watches is not None and watch in watches:
+                watches.remove(watch)
+                if not watches:
+                    del self._watches[watch.key]
+
+    def tell(self, keys: Iterable[str], event: str) -> None:
+        with self._lock:
+            targets = [w for key in keys for w in self._watches.get(key, ())]
+        for watch in targets:
+            watch.loop.call_soon_threadsafe(watch.events.put_nowait, event)
+
+    def tell_all(self, event: str = ANY_CHANGE) -> None:
+        with self._lock:
+            targets = [w for watches in self._watches.values() for w in watches]
+        for watch in targets:
+            watch.loop.call_soon_threadsafe(watch.events.put_nowait, event)
+
+    def on_notice(self, payload: str | None) -> None:
+        """A NOTIFY payload ``event:id,id,…``; None (notices may have been missed) tells every watcher."""
+        if payload is None:
+            self.tell_all()
+            return
+        event, _, ids = payload.partition(":")
+        self.tell(ids.split(","), event)
+
+
+class Listener:
+    """A thread that LISTENs on PostgreSQL channels and calls each channel's callback with each notice's payload.
+
+    While the connection is down nothing can be heard, so every callback is called with None on each reconnect:
+    a view that might have missed a notice is dropped rather than trusted, a waiter looks again.
     """
 
-    def __init__(self, engine: Engine, callbacks: dict[str, Callable[[], None]]) -> None:
+    def __init__(self, engine: Engine, callbacks: dict[str, Callable[[str | None], None]]) -> None:
         self.url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self.callbacks = callbacks
         self._stop = threading.Event()
@@ -83,7 +155,7 @@ class Listener:
                         for notice in conn.notifies(timeout=0.5):
                             callback = self.callbacks.get(notice.channel)
                             if callback is not None:
-                                callback()
+                                callback(notice.payload)
             except Exception as exc:
                 log.warning("change notices interrupted (%s: %s); reconnecting", type(exc).__name__, exc)
                 self._all()
@@ -91,4 +163,4 @@ class Listener:
 
     def _all(self) -> None:
         for callback in self.callbacks.values():
-            callback()
+            callback(None)

@@ -35,10 +35,12 @@ class Task(SQLModel, table=True):
     rows_accepted: int
     rows_rejected: int = 0
     rows_total: int
-    input_rows: list[dict[str, Any]] = Field(sa_type=sa.JSON)
-    # 1-based position in the request of each accepted row, so results line up with what was sent.
-    row_numbers: list[int] = Field(sa_type=sa.JSON)
-    results: list[Any] | None = Field(default=None, sa_type=sa.JSON)
+    # The accepted rows, one array per feature, and the predictions, one per accepted row (app.services.tabular).
+    inputs: bytes = Field(sa_type=sa.LargeBinary)
+    outputs: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    # 1-based position in the request of each accepted row, so results line up with what was sent; None when
+    # every row was accepted (row k is the k-th accepted one).
+    row_numbers: list[int] | None = Field(default=None, sa_type=sa.JSON)
     errors: list[dict[str, Any]] = Field(default_factory=list, sa_type=sa.JSON)
     error: str | None = Field(default=None, max_length=2000)
     attempts: int = 0

@@ -55,7 +55,7 @@ DeadLetterHandler = Callable[[Delivery, str], Awaitable[None]]
 
 @dataclass(frozen=True)
 class ConsumerOptions:
-    prefetch: int = 4
+    prefetch: int = 64
     max_attempts: int = 3
     retry_base_delay: float = 1.0
 

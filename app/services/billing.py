@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -44,7 +44,7 @@ from app.models.base import utcnow
 from app.models.ledger import PLATFORM_ACCOUNT, Account, ChargeHold, EntryKind, HoldStatus, LedgerEntry
 from app.models.task import Task, TaskStatus
 from app.runtime.schema import Feature
-from app.services import oip
+from app.services import tabular
 from app.services.ledger import LEDGER_CREDITS, LEDGER_ENTRIES, split
 
 log = logging.getLogger("mlmarket.billing")
@@ -108,30 +108,33 @@ def serve_and_bill(engine: Engine, orders: list[Order], author_share_percent: in
             return _serve_and_bill(engine, orders, author_share_percent)
     except DBAPIError as exc:
         if len(orders) == 1:
-            return [_database_error(exc)]
+            return [database_error(exc)]
         log.warning("billing a batch of %d failed (%s); billing each alone", len(orders), type(exc).__name__)
     out: list[Bill | BaseException] = []
     for order in orders:
         try:
             out.extend(_serve_and_bill(engine, [order], author_share_percent))
         except DBAPIError as exc:
-            out.append(_database_error(exc))
+            out.append(database_error(exc))
     return out
 
 
-def _database_error(exc: DBAPIError) -> AppError:
+def database_error(exc: DBAPIError) -> AppError:
     if isinstance(exc, DataError | IntegrityError):
         return BadRequest("the request could not be stored; check its id and values")
     return ServiceUnavailable("the database is unavailable right now; retry the request")
 
 
 @dataclass
-class _Ledger:
+class BatchLedger:
     """Balances of the locked accounts and the entries of this batch, with their running balances."""
 
     balances: dict[int, int]
-    entries: list[dict[str, Any]]
-    counts: dict[str, list[int]]
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+
+    def __post_init__(self) -> None:
+        self.start = dict(self.balances)
 
     def move(self, account_id: int, amount: int, kind: EntryKind, task_id: str, memo: str | None) -> None:
         self.balances[account_id] += amount
@@ -148,29 +151,74 @@ class _Ledger:
         )
         self.counts[kind.value].append(abs(amount))
 
+    def deltas(self) -> dict[int, int]:
+        return {a: self.balances[a] - self.start[a] for a in self.start if self.balances[a] != self.start[a]}
+
+    def stamped_entries(self, now: Any) -> list[dict[str, Any]]:
+        return [{**e, "created_at": now} for e in self.entries]
+
+    def count(self) -> None:
+        """Counts the entries in /metrics (after the commit: a rolled-back batch counts nothing)."""
+        for entry_kind, amounts in self.counts.items():
+            LEDGER_ENTRIES.labels(entry_kind).inc(len(amounts))
+            LEDGER_CREDITS.labels(entry_kind).inc(sum(amounts))
+
+
+@dataclass(frozen=True)
+class Locked:
+    """The accounts a batch touches, locked: user id → account id, the platform's account, their balances."""
+
+    account_of: dict[int, int]
+    platform: int
+    balances: dict[int, int]
+
+
+def lock_accounts(connection: sa.Connection, user_ids: set[int]) -> Locked:
+    """Locks the accounts of ``user_ids`` and the platform's, in id order (the same order everywhere: no
+    deadlock between batches), with one ``SELECT … FOR UPDATE``."""
+    locked = connection.execute(
+        sa.select(_accounts.c.id, _accounts.c.user_id, _accounts.c.name, _accounts.c.balance)
+        .where(sa.or_(_accounts.c.user_id.in_(sorted(user_ids)), _accounts.c.name == PLATFORM_ACCOUNT))
+        .order_by(_accounts.c.id)
+        .with_for_update()
+    ).all()
+    platform = next((row.id for row in locked if row.user_id is None and row.name == PLATFORM_ACCOUNT), None)
+    if platform is None:
+        raise NotFound("the platform account is missing; run `mlmarket migrate`")
+    return Locked(
+        account_of={row.user_id: row.id for row in locked if row.user_id is not None},
+        platform=platform,
+        balances={row.id: int(row.balance) for row in locked},
+    )
+
+
+def pay_out(ledger: BatchLedger, locked: Locked, settled: list[tuple[str, int, int | None]], share: int) -> None:
+    """The author's payout and the platform's fee of each settled (task id, amount, author's user id): every
+    payout first, then the fees, as app.services.ledger.settle orders them."""
+    fees: list[tuple[int, str]] = []
+    for task_id, amount, author in settled:
+        owner = locked.account_of.get(author) if author is not None else None
+        payout, fee = split(amount, share if owner is not None else 0)
+        if payout and owner is not None:
+            ledger.move(owner, payout, EntryKind.payout, task_id, None)
+        if fee:
+            fees.append((fee, task_id))
+    for fee, task_id in fees:
+        ledger.move(locked.platform, fee, EntryKind.fee, task_id, None)
+
 
 def _serve_and_bill(engine: Engine, orders: list[Order], share: int) -> list[Bill | BaseException]:
     results: list[Bill | BaseException | None] = [None] * len(orders)
     with engine.connect() as connection, connection.begin():
-        # 1. lock and read every account the batch touches, in id order (the same order everywhere: no deadlock)
+        # 1. lock and read every account the batch touches
         users = {o.user_id for o in orders} | {o.model.owner_id for o in orders if o.model.owner_id is not None}
-        locked = connection.execute(
-            sa.select(_accounts.c.id, _accounts.c.user_id, _accounts.c.name, _accounts.c.balance)
-            .where(sa.or_(_accounts.c.user_id.in_(sorted(users)), _accounts.c.name == PLATFORM_ACCOUNT))
-            .order_by(_accounts.c.id)
-            .with_for_update()
-        ).all()
-        account_of = {row.user_id: row.id for row in locked if row.user_id is not None}
-        platform = next((row.id for row in locked if row.user_id is None and row.name == PLATFORM_ACCOUNT), None)
-        if platform is None:
-            raise NotFound("the platform account is missing; run `mlmarket migrate`")
-        start = {row.id: int(row.balance) for row in locked}
+        locked = lock_accounts(connection, users)
 
         # 2. reserve, in arrival order, against the locked balances: nothing else can spend them until commit
-        left = dict(start)
+        left = dict(locked.balances)
         paid: list[int] = []
         for i, order in enumerate(orders):
-            payer = account_of.get(order.user_id)
+            payer = locked.account_of.get(order.user_id)
             if payer is None:
                 results[i] = NotFound(f"no account for user {order.user_id}")
             elif left[payer] < order.cost:
@@ -184,7 +232,7 @@ def _serve_and_bill(engine: Engine, orders: list[Order], share: int) -> list[Bil
 
         # 4. the tasks, holds and entries of the orders served, and every balance, in one write
         now = utcnow()
-        ledger = _Ledger(balances=dict(start), entries=[], counts=defaultdict(list))
+        ledger = BatchLedger(balances=dict(locked.balances))
         tasks: list[dict[str, Any]] = []
         holds: list[dict[str, Any]] = []
         served: list[tuple[int, str]] = []
@@ -195,72 +243,62 @@ def _serve_and_bill(engine: Engine, orders: list[Order], share: int) -> list[Bil
             task_id = str(uuid.uuid4())
             served.append((i, task_id))
             tasks.append(_task_row(order, task_id, predictions[i], now))
+            payer = locked.account_of[order.user_id]
             holds.append(
                 {
                     "task_id": task_id,
-                    "account_id": account_of[order.user_id],
+                    "account_id": payer,
                     "amount": order.cost,
                     "status": HoldStatus.settled.value,
                     "created_at": now,
                     "closed_at": now,
                 }
             )
-            memo = f"{order.model.name} v{order.model.version}"
-            ledger.move(account_of[order.user_id], -order.cost, EntryKind.charge, task_id, memo)
-        fees: list[tuple[int, str]] = []  # after every payout, as ledger.settle orders them
-        for i, task_id in served:
-            order = orders[i]
-            owner = account_of.get(order.model.owner_id) if order.model.owner_id is not None else None
-            payout, fee = split(order.cost, share if owner is not None else 0)
-            if payout and owner is not None:
-                ledger.move(owner, payout, EntryKind.payout, task_id, None)
-            if fee:
-                fees.append((fee, task_id))
-        for fee, task_id in fees:
-            ledger.move(platform, fee, EntryKind.fee, task_id, None)
+            ledger.move(payer, -order.cost, EntryKind.charge, task_id, f"{order.model.name} v{order.model.version}")
+        pay_out(ledger, locked, [(task_id, orders[i].cost, orders[i].model.owner_id) for i, task_id in served], share)
         if tasks:
-            entries = [{**e, "created_at": now} for e in ledger.entries]
-            deltas = {a: ledger.balances[a] - start[a] for a in start if ledger.balances[a] != start[a]}
-            write_bills(connection, tasks, holds, entries, deltas)
-    for entry_kind, amounts in ledger.counts.items():
-        LEDGER_ENTRIES.labels(entry_kind).inc(len(amounts))
-        LEDGER_CREDITS.labels(entry_kind).inc(sum(amounts))
+            write_rows(
+                connection,
+                [(_tasks, tasks), (_holds, holds), (_entries, ledger.stamped_entries(now))],
+                ledger.deltas(),
+            )
+    ledger.count()
     for i, task_id in served:
         results[i] = Bill(task_id=task_id, cost=orders[i].cost, predictions=predictions[i])
     return [r if r is not None else ServiceUnavailable("the request was not served; retry it") for r in results]
 
 
-_BILL_SQL: dict[tuple[tuple[str, ...], ...], str] = {}
+_WRITE_SQL: dict[tuple[Any, ...], str] = {}
 
 
-def write_bills(
+def write_rows(
     connection: sa.Connection,
-    tasks: list[dict[str, Any]],
-    holds: list[dict[str, Any]],
-    entries: list[dict[str, Any]],
+    inserts: list[tuple[sa.Table, list[dict[str, Any]]]],
     deltas: dict[int, int],
+    notify: tuple[str, str] | None = None,
 ) -> None:
-    """Inserts the rows and moves the balances with statements whose text does not depend on the batch size.
+    """Inserts rows into several tables and moves balances, with statements whose text does not depend on the
+    batch size; ``notify`` is a (channel, payload) NOTIFY sent when the transaction commits (PostgreSQL).
 
     PostgreSQL: one statement: ``INSERT … SELECT FROM unnest(…)`` per table (one array per column) in
     data-modifying CTEs, and the balance ``UPDATE … FROM unnest(…)``: one round trip, parsed once per process.
-    Ledger entries keep their order (``WITH ORDINALITY``), so each account's running ``balance_after`` follows
-    the entry ids. SQLite: one ``executemany`` per table and one ``UPDATE`` per account.
+    Rows keep their order (``WITH ORDINALITY``), so each account's running ``balance_after`` follows the entry
+    ids. SQLite: one ``executemany`` per table and one ``UPDATE`` per account.
     """
-    tables = ((_tasks, tasks), (_holds, holds), (_entries, entries))
+    inserts = [(table, rows) for table, rows in inserts if rows]
     if connection.dialect.name != "postgresql":
-        for table, rows in tables:
+        for table, rows in inserts:
             connection.execute(sa.insert(table), rows)
         for account_id, delta in deltas.items():
             connection.execute(
                 sa.update(_accounts).where(_accounts.c.id == account_id).values(balance=_accounts.c.balance + delta)
             )
         return
-    key = tuple(tuple(rows[0]) for _, rows in tables)
-    sql = _BILL_SQL.get(key)
+    key = (tuple((table.name, tuple(rows[0])) for table, rows in inserts), notify is not None)
+    sql = _WRITE_SQL.get(key)
     if sql is None:
         parts = []
-        for n, (table, rows) in enumerate(tables):
+        for n, (table, rows) in enumerate(inserts):
             names = list(rows[0])
             casts = ", ".join(f"%b::{table.c[c].type.compile(dialect=connection.dialect)}[]" for c in names)
             columns = ", ".join(names)
@@ -269,19 +307,24 @@ def write_bills(
                 f"SELECT {columns} FROM unnest({casts}) WITH ORDINALITY AS u({columns}, position) "
                 "ORDER BY position)"
             )
-        sql = (
-            f"WITH {', '.join(parts)} "  # noqa: S608 - every name comes from the table definitions
-            "UPDATE accounts SET balance = accounts.balance + d.delta "
-            "FROM unnest(%b::INTEGER[], %b::BIGINT[]) AS d(id, delta) WHERE accounts.id = d.id"
+        if notify is not None:
+            parts.append("n AS (SELECT pg_notify(%b::text, %b::text))")
+        parts.append(
+            "b AS (UPDATE accounts SET balance = accounts.balance + d.delta "
+            "FROM unnest(%b::INTEGER[], %b::BIGINT[]) AS d(id, delta) WHERE accounts.id = d.id)"
         )
-        _BILL_SQL[key] = sql
-    params: list[list[Any]] = []
-    for table, rows in tables:
+        # the NOTIFY's CTE must be read to run; the others run because they modify data
+        sql = f"WITH {', '.join(parts)} SELECT {'(SELECT count(*) FROM n)' if notify else '1'}"  # noqa: S608
+        _WRITE_SQL[key] = sql
+    params: list[Any] = []
+    for table, rows in inserts:
         for name in rows[0]:
             values = [row[name] for row in rows]
             if isinstance(table.c[name].type, sa.JSON):
                 values = [None if v is None else orjson.dumps(v).decode() for v in values]
             params.append(values)
+    if notify is not None:
+        params.extend(notify)
     params.extend([list(deltas), list(deltas.values())])
     connection.exec_driver_sql(sql, tuple(params))
 
@@ -330,9 +373,9 @@ def _task_row(order: Order, task_id: str, predictions: np.ndarray[Any, Any], now
         "rows_accepted": order.rows,
         "rows_rejected": 0,
         "rows_total": order.rows,
-        "input_rows": oip.rows_of(order.columns, order.features),
-        "row_numbers": list(range(1, order.rows + 1)),
-        "results": oip.json_values(predictions),
+        "inputs": tabular.pack_columns(order.columns, order.features),
+        "row_numbers": None,
+        "outputs": tabular.pack_values(predictions),
         "errors": [],
         "error": None,
         "attempts": 1,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,7 @@ from app.models.user import User
 from app.runtime.batching import Coalescer
 from app.runtime.cache import ModelCache
 from app.runtime.schema import Feature
-from app.services import billing, catalog, oip
+from app.services import billing, catalog, oip, predictions
 from app.store.base import ArtifactRef
 
 AUTH_CACHE_MAX_ENTRIES = 10_000
@@ -177,6 +178,12 @@ class DataPlane:
             lambda orders: billing.serve_and_bill(billing_engine, orders, settings.author_share_percent),
             max_items=settings.batch_max_rows if settings.batching_enabled else 1,
         )
+        # Paid tasks for the queue: the submissions that arrive while one batch is written form the next.
+        self.queue: Coalescer[predictions.Submission, predictions.Queued] = Coalescer(
+            lambda subs: predictions.submit_many(billing_engine, subs),
+            max_items=settings.batch_max_rows if settings.batching_enabled else 1,
+        )
+        self.on_queued: Callable[[], None] = lambda: None
 
     # -- who and what ---------------------------------------------------------------------------------
 
@@ -200,6 +207,12 @@ class DataPlane:
             loaded = await asyncio.to_thread(load_predictor, self.model_cache, model)
         assert loaded is not None  # noqa: S101 - load_predictor loads or raises
         return loaded
+
+    async def submit_task(self, submission: predictions.Submission) -> predictions.Queued:
+        """Charges for and queues a paid task (with the others arriving now); wakes the outbox relay."""
+        queued = await self.queue.submit(submission)
+        self.on_queued()
+        return queued
 
     # -- the protocol ---------------------------------------------------------------------------------
 

@@ -66,8 +66,9 @@ class OutboxRelay:
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def wake(self) -> None:
-        """Asks the relay to look at the outbox now; safe to call from any thread."""
+    def wake(self, _payload: str | None = None) -> None:
+        """Asks the relay to look at the outbox now; safe to call from any thread (and as the callback of a
+        NOTIFY on app.core.notify.OUTBOX_CHANNEL, which every commit of a new task sends)."""
         if self._loop is not None and self._wake is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
 
@@ -131,26 +132,34 @@ class OutboxRelay:
         return len(ids)
 
     async def flush_once(self) -> int:
-        """Publishes one batch of unsent messages. Returns how many were confirmed by the broker."""
+        """Publishes one batch of unsent messages, pipelined: every publish is in flight at once and each waits
+        for its own broker confirm. Returns how many were confirmed; those are marked sent in one statement."""
         pending = await asyncio.to_thread(self._pending)
-        done: list[int] = []
-        try:
-            for message in pending:
-                await self.broker.publish(
+        if not pending:
+            return 0
+        outcomes = await asyncio.gather(
+            *(
+                self.broker.publish(
                     message.queue,
                     message.payload,
                     message_id=message.task_id,
                     headers={"x-request-id": str(message.payload.get("request_id") or "")},
                 )
-                done.append(message.id)
-        except Exception as exc:
-            if pending:
-                await asyncio.to_thread(self._record_failure, pending[len(done)].id, f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            if done:
-                await asyncio.to_thread(self._mark_sent, done)
+                for message in pending
+            ),
+            return_exceptions=True,
+        )
+        done = [m.id for m, outcome in zip(pending, outcomes, strict=True) if not isinstance(outcome, BaseException)]
+        if done:
+            await asyncio.to_thread(self._mark_sent, done)
         self.published += len(done)
+        failed = [(m, o) for m, o in zip(pending, outcomes, strict=True) if isinstance(o, BaseException)]
+        if failed:
+            message, exc = failed[0]
+            await asyncio.to_thread(self._record_failure, message.id, f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, asyncio.CancelledError):
+                raise exc
+            raise exc if isinstance(exc, Exception) else RuntimeError(str(exc))
         return len(done)
 
     def _pending(self) -> list[Pending]:

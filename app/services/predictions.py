@@ -1,107 +1,258 @@
-"""Paid prediction tasks: submit (charge + task + outbox in one transaction), run, settle or refund."""
+"""Paid prediction tasks: submit (charge + task + outbox in one transaction), run, settle or refund.
+
+Both ends work in batches: the API queues every submission that arrives while
+the last batch is written in one transaction (``submit_many``), and a worker
+starts and settles the tasks it holds together (``start_many``,
+``complete_many``), with set-based statements whose number does not grow with
+the batch. Each task still moves money exactly as if it were alone.
+"""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
-from app.core.errors import NotFound, PayloadTooLarge, Unprocessable
+from app.core.errors import InsufficientFunds, NotFound, PayloadTooLarge, ServiceUnavailable, Unprocessable
+from app.core.notify import OUTBOX_CHANNEL, TASKS_CHANNEL, Watchers
 from app.models.base import utcnow
 from app.models.catalog import ModelVersion
+from app.models.ledger import ChargeHold, EntryKind, HoldStatus, LedgerEntry
 from app.models.task import OPEN_STATUSES, OutboxMessage, Task, TaskStatus
 from app.queue.base import PREDICT_QUEUE
-from app.runtime.schema import RowError, rows_from_csv, validate_rows
-from app.services import catalog, ledger
+from app.runtime.schema import Feature, RowError, rows_from_csv, validate_rows
+from app.services import billing, catalog, ledger, oip, tabular
+from app.services.billing import Priced
+
+log = logging.getLogger("mlmarket.predictions")
 
 _tasks: sa.Table = Task.__table__  # type: ignore[attr-defined]
+_holds: sa.Table = ChargeHold.__table__  # type: ignore[attr-defined]
+_entries: sa.Table = LedgerEntry.__table__  # type: ignore[attr-defined]
+_outbox: sa.Table = OutboxMessage.__table__  # type: ignore[attr-defined]
+_versions: sa.Table = ModelVersion.__table__  # type: ignore[attr-defined]
+
+# Who waits for a task in this process (``Prefer: wait``, the event stream): told when a worker's commit
+# starts or finishes it, in this process directly, from others through NOTIFY on TASKS_CHANNEL.
+WATCHERS = Watchers()
+STARTED = "started"
+FINISHED = "finished"
+# Task ids per NOTIFY payload: 36 characters and a comma each, under PostgreSQL's 8000-byte limit.
+MAX_IDS_PER_NOTICE = 200
 
 
 @dataclass(frozen=True)
 class PreparedRows:
-    """Rows checked against a model's input schema: the accepted ones, normalised, and why the others were not."""
+    """Rows checked against a model's input schema: the accepted ones as one array per feature, and why the
+    others were not accepted."""
 
-    accepted: list[dict[str, Any]]
+    columns: dict[str, np.ndarray[Any, Any]]
+    accepted: int
     errors: list[RowError]
     total: int
 
     @property
-    def row_numbers(self) -> list[int]:
+    def row_numbers(self) -> list[int] | None:
+        """1-based request position of each accepted row; None when every row was accepted."""
+        if not self.errors:
+            return None
         rejected = {e.row for e in self.errors}
         return [n for n in range(1, self.total + 1) if n not in rejected]
 
 
-def _checked(accepted: list[dict[str, Any]], errors: list[RowError], max_rows: int) -> PreparedRows:
+def _checked(
+    features: list[Feature], accepted: list[dict[str, Any]], errors: list[RowError], max_rows: int
+) -> PreparedRows:
     total = len(accepted) + len({e.row for e in errors})
     if total > max_rows:
         raise PayloadTooLarge(f"too many rows: {total}; at most {max_rows} rows per request")
-    return PreparedRows(accepted=accepted, errors=sorted(errors, key=lambda e: e.row), total=total)
+    return PreparedRows(
+        columns=oip.columns_of_rows(accepted, features),
+        accepted=len(accepted),
+        errors=sorted(errors, key=lambda e: e.row),
+        total=total,
+    )
 
 
-def prepare_rows(model: ModelVersion, rows: list[Any], *, max_rows: int) -> PreparedRows:
+def prepare_rows(features: list[Feature], rows: list[Any], *, max_rows: int) -> PreparedRows:
     if len(rows) > max_rows:
         raise PayloadTooLarge(f"too many rows: {len(rows)}; at most {max_rows} rows per request")
-    accepted, errors = validate_rows(catalog.features_of(model), rows)
-    return _checked(accepted, errors, max_rows)
+    accepted, errors = validate_rows(features, rows)
+    return _checked(features, accepted, errors, max_rows)
 
 
-def prepare_csv(model: ModelVersion, text: str, *, max_rows: int) -> PreparedRows:
-    accepted, errors = rows_from_csv(text, catalog.features_of(model))
-    return _checked(accepted, errors, max_rows)
+def prepare_csv(features: list[Feature], text: str, *, max_rows: int) -> PreparedRows:
+    accepted, errors = rows_from_csv(text, features)
+    return _checked(features, accepted, errors, max_rows)
+
+
+@dataclass
+class Submission:
+    """One paid prediction to queue: who pays, for which version, the checked rows."""
+
+    user_id: int
+    model: Priced
+    features: list[Feature]
+    rows: PreparedRows
+    request_id: str | None = None
+    task_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    @property
+    def cost(self) -> int:
+        return self.model.price_per_row * self.rows.accepted
+
+    def check(self) -> None:
+        if not self.rows.accepted:
+            features = ", ".join(f.name for f in self.features)
+            raise Unprocessable(
+                f"no row is valid for model {self.model.name!r} (it expects {features}): "
+                + "; ".join(e.reason for e in self.rows.errors[:5]),
+                errors=[e.model_dump() for e in self.rows.errors[:100]],
+            )
+
+
+@dataclass(frozen=True)
+class Queued:
+    task_id: str
+    cost: int
+    created_at: datetime
+
+
+def submit_many(engine: Engine, submissions: list[Submission]) -> list[Queued | BaseException]:
+    """Charges for and queues each submission; one transaction for the lot, with set-based statements.
+
+    Each submission is reserved against its payer's locked balance in arrival order; one its payer cannot
+    cover is refused alone (402, no trace). The rest get their task, charge hold, charge entry and outbox
+    row, and the relays are told (NOTIFY) when the transaction commits. Should the batch fail in the
+    database, each submission is tried alone so that only the one at fault fails.
+    """
+    try:
+        try:
+            return _submit_many(engine, submissions)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            return _submit_many(engine, submissions)
+    except DBAPIError as exc:
+        if len(submissions) == 1:
+            return [billing.database_error(exc)]
+        log.warning("queueing a batch of %d failed (%s); queueing each alone", len(submissions), type(exc).__name__)
+    out: list[Queued | BaseException] = []
+    for submission in submissions:
+        try:
+            out.extend(_submit_many(engine, [submission]))
+        except DBAPIError as exc:
+            out.append(billing.database_error(exc))
+    return out
+
+
+def _submit_many(engine: Engine, submissions: list[Submission]) -> list[Queued | BaseException]:
+    results: list[Queued | BaseException | None] = [None] * len(submissions)
+    now = utcnow()
+    with engine.connect() as connection, connection.begin():
+        locked = billing.lock_accounts(connection, {s.user_id for s in submissions})
+        ledger = billing.BatchLedger(balances=dict(locked.balances))
+        tasks: list[dict[str, Any]] = []
+        holds: list[dict[str, Any]] = []
+        outbox: list[dict[str, Any]] = []
+        for i, sub in enumerate(submissions):
+            payer = locked.account_of.get(sub.user_id)
+            if payer is None:
+                results[i] = NotFound(f"no account for user {sub.user_id}")
+                continue
+            if ledger.balances[payer] < sub.cost:
+                results[i] = InsufficientFunds(need=sub.cost, have=ledger.balances[payer])
+                continue
+            ledger.move(payer, -sub.cost, EntryKind.charge, sub.task_id, f"{sub.model.name} v{sub.model.version}")
+            tasks.append(_task_row(sub, now))
+            holds.append(
+                {
+                    "task_id": sub.task_id,
+                    "account_id": payer,
+                    "amount": sub.cost,
+                    "status": HoldStatus.held.value,
+                    "created_at": now,
+                }
+            )
+            outbox.append(
+                {
+                    "task_id": sub.task_id,
+                    "queue": PREDICT_QUEUE,
+                    "payload": {"task_id": sub.task_id, "request_id": sub.request_id},
+                    "created_at": now,
+                    "publish_attempts": 0,
+                }
+            )
+            results[i] = Queued(task_id=sub.task_id, cost=sub.cost, created_at=now)
+        if tasks:
+            billing.write_rows(
+                connection,
+                [(_tasks, tasks), (_holds, holds), (_entries, ledger.stamped_entries(now)), (_outbox, outbox)],
+                ledger.deltas(),
+                notify=(OUTBOX_CHANNEL, ""),
+            )
+    ledger.count()
+    return [r if r is not None else ServiceUnavailable("the request was not queued; retry it") for r in results]
+
+
+def _task_row(sub: Submission, now: datetime) -> dict[str, Any]:
+    return {
+        "id": sub.task_id,
+        "user_id": sub.user_id,
+        "kind": "predict",
+        "model_version_id": sub.model.id,
+        "status": TaskStatus.queued.value,
+        "cost": sub.cost,
+        "rows_accepted": sub.rows.accepted,
+        "rows_rejected": sub.rows.total - sub.rows.accepted,
+        "rows_total": sub.rows.total,
+        "inputs": tabular.pack_columns(sub.rows.columns, sub.features),
+        "row_numbers": sub.rows.row_numbers,
+        "errors": [e.model_dump() for e in sub.rows.errors],
+        "attempts": 0,
+        "request_id": sub.request_id,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def submit(
-    session: Session,
-    *,
-    user_id: int,
-    model: ModelVersion,
-    rows: PreparedRows,
-    request_id: str | None = None,
-) -> Task:
-    """Charges for the accepted rows and queues the task, in one transaction.
-
-    Rejected rows are reported and not charged. InsufficientFunds (402) leaves no trace.
-    """
-    if not rows.accepted:
-        features = ", ".join(f.name for f in catalog.features_of(model))
-        raise Unprocessable(
-            f"no row is valid for model {model.name!r} (it expects {features}): "
-            + "; ".join(e.reason for e in rows.errors[:5]),
-            errors=[e.model_dump() for e in rows.errors[:100]],
-        )
-    cost = model.price_per_row * len(rows.accepted)
-    task = Task(
-        id=str(uuid.uuid4()),
+    session: Session, *, user_id: int, model: ModelVersion, rows: PreparedRows, request_id: str | None = None
+) -> Queued:
+    """One submission on its own (scripts and tests); the API batches concurrent ones with submit_many."""
+    sub = Submission(
         user_id=user_id,
-        model_version_id=model.id or 0,
-        cost=cost,
-        rows_accepted=len(rows.accepted),
-        rows_rejected=rows.total - len(rows.accepted),
-        rows_total=rows.total,
-        input_rows=rows.accepted,
-        row_numbers=rows.row_numbers,
-        errors=[e.model_dump() for e in rows.errors],
+        model=priced(model),
+        features=catalog.features_of(model),
+        rows=rows,
         request_id=request_id,
     )
-    session.add(task)
-    session.flush()
-    ledger.charge(session, user_id=user_id, amount=cost, task_id=task.id, memo=f"{model.name} v{model.version}")
-    session.add(
-        OutboxMessage(task_id=task.id, queue=PREDICT_QUEUE, payload={"task_id": task.id, "request_id": request_id})
-    )
-    session.commit()
-    return task
+    sub.check()
+    session.close()
+    (result,) = submit_many(session.get_bind(), [sub])  # type: ignore[arg-type]
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
-def get_for_user(session: Session, *, user_id: int, task_id: str) -> Task:
-    # The input rows (megabytes for a big batch) load only if the caller reads them.
-    lazy_rows = defer(Task.input_rows)  # type: ignore[arg-type]
-    task = session.get(Task, task_id, options=[lazy_rows]) if len(task_id) <= 36 else None
+def priced(model: ModelVersion) -> Priced:
+    return Priced(model.id or 0, model.name, model.version, model.price_per_row, model.owner_id)
+
+
+def get_for_user(session: Session, *, user_id: int, task_id: str, with_data: bool = True) -> Task:
+    # The rows and results (megabytes for a big batch) load only when asked for.
+    options = [] if with_data else [defer(Task.inputs), defer(Task.outputs)]  # type: ignore[arg-type]
+    task = session.get(Task, task_id, options=options) if len(task_id) <= 36 else None
     if task is None or task.user_id != user_id:
         # Another user's task is answered exactly like a missing one.
         raise NotFound(f"prediction {task_id} not found")
@@ -111,62 +262,143 @@ def get_for_user(session: Session, *, user_id: int, task_id: str) -> Task:
 def list_for_user(
     session: Session, *, user_id: int, status: TaskStatus | None, limit: int, offset: int
 ) -> Sequence[Task]:
-    query = select(Task).where(Task.user_id == user_id)
+    query = (
+        select(Task)
+        .options(defer(Task.inputs), defer(Task.outputs))  # type: ignore[arg-type]
+        .where(Task.user_id == user_id)
+    )
     if status is not None:
         query = query.where(Task.status == status.value)
     return session.exec(query.order_by(col(Task.created_at).desc(), col(Task.id)).limit(limit).offset(offset)).all()
 
 
+def row_numbers_of(task: Task) -> list[int]:
+    return list(task.row_numbers) if task.row_numbers is not None else list(range(1, task.rows_accepted + 1))
+
+
 def aligned_results(task: Task) -> list[Any] | None:
     """Results in the order of the submitted rows; None where a row was rejected."""
-    if task.results is None:
+    values = tabular.unpack_values(task.outputs)
+    if values is None:
         return None
+    if task.row_numbers is None:
+        return values
     out: list[Any] = [None] * task.rows_total
-    for number, value in zip(task.row_numbers, task.results, strict=False):
+    for number, value in zip(task.row_numbers, values, strict=False):
         out[number - 1] = value
     return out
 
 
-def start(session: Session, task_id: str) -> Task | None:
-    """Marks a task running and counts the attempt. None when it is unknown or already finished."""
+# -- the worker's side: start a batch, settle it, or fail one task --------------------------------------------
+
+
+@dataclass(frozen=True)
+class Started:
+    """A task a worker now runs: what it needs to predict."""
+
+    id: str
+    model_version_id: int
+    attempts: int
+    rows: int
+    inputs: bytes
+
+
+def start_many(engine: Engine, task_ids: list[str]) -> list[Started]:
+    """Marks the open ones of ``task_ids`` running and counts the attempt, in one statement and transaction.
+
+    Unknown and finished tasks are left out (a duplicate or late message).
+    """
+    if not task_ids:
+        return []
     now = utcnow()
-    updated = session.execute(
-        sa.update(_tasks)
-        .where(_tasks.c.id == task_id, _tasks.c.status.in_(OPEN_STATUSES))
-        .values(
-            status=TaskStatus.running.value,
-            attempts=_tasks.c.attempts + 1,
-            started_at=sa.func.coalesce(_tasks.c.started_at, now),
-            updated_at=now,
+    with engine.begin() as connection:
+        rows = connection.execute(
+            sa.update(_tasks)
+            .where(_tasks.c.id.in_(task_ids), _tasks.c.status.in_(OPEN_STATUSES))
+            .values(
+                status=TaskStatus.running.value,
+                attempts=_tasks.c.attempts + 1,
+                started_at=sa.func.coalesce(_tasks.c.started_at, now),
+                updated_at=now,
+            )
+            .returning(
+                _tasks.c.id, _tasks.c.model_version_id, _tasks.c.attempts, _tasks.c.rows_accepted, _tasks.c.inputs
+            )
+        ).all()
+        _tell(connection, [row.id for row in rows], STARTED)
+    WATCHERS.tell([row.id for row in rows], STARTED)
+    return [Started(r.id, r.model_version_id, r.attempts, r.rows_accepted, bytes(r.inputs)) for r in rows]
+
+
+def complete_many(
+    engine: Engine, done: list[tuple[str, np.ndarray[Any, Any]]], *, author_share_percent: int
+) -> set[str]:
+    """Stores the predictions of each (task id, predictions) and settles its charge, all in one transaction.
+
+    Only tasks still open are settled (a task finished by another worker or refunded meanwhile is left as it
+    is): exactly once each. Returns the ids settled now.
+    """
+    if not done:
+        return set()
+    now = utcnow()
+    outputs = {task_id: tabular.pack_values(values) for task_id, values in done}
+    with engine.connect() as connection, connection.begin():
+        ids = list(outputs)
+        # lock the accounts first (the same order as every other batch), then claim the tasks
+        authors = connection.execute(
+            sa.select(_tasks.c.id, _versions.c.owner_id)
+            .select_from(_tasks.join(_versions, _versions.c.id == _tasks.c.model_version_id))
+            .where(_tasks.c.id.in_(ids))
+        ).all()
+        author_of = {row.id: row.owner_id for row in authors}
+        locked = billing.lock_accounts(connection, {a for a in author_of.values() if a is not None})
+        finished = set(_finish(connection, outputs, now))
+        held = (
+            connection.execute(
+                sa.update(_holds)
+                .where(_holds.c.task_id.in_(sorted(finished)), _holds.c.status == HoldStatus.held.value)
+                .values(status=HoldStatus.settled.value, closed_at=now)
+                .returning(_holds.c.task_id, _holds.c.amount)
+            ).all()
+            if finished
+            else []
         )
-    )
-    session.commit()
-    if updated.rowcount != 1:  # type: ignore[attr-defined]
-        return None
-    return session.get(Task, task_id)
+        amount_of = {row.task_id: int(row.amount) for row in held}
+        ledger = billing.BatchLedger(balances=dict(locked.balances))
+        billing.pay_out(
+            ledger,
+            locked,
+            [(task_id, amount_of[task_id], author_of.get(task_id)) for task_id in ids if task_id in amount_of],
+            author_share_percent,
+        )
+        billing.write_rows(connection, [(_entries, ledger.stamped_entries(now))], ledger.deltas())
+        _tell(connection, sorted(finished), FINISHED)
+    ledger.count()
+    WATCHERS.tell(finished, FINISHED)
+    return finished
 
 
-def complete(session: Session, *, task_id: str, results: list[Any], author_share_percent: int) -> bool:
-    """Stores the results and settles the charge, in one transaction, exactly once."""
-    now = utcnow()
-    updated = session.execute(
-        sa.update(_tasks)
-        .where(_tasks.c.id == task_id, _tasks.c.status.in_(OPEN_STATUSES))
-        .values(status=TaskStatus.succeeded.value, results=results, finished_at=now, updated_at=now, error=None)
+def _finish(connection: sa.Connection, outputs: dict[str, bytes], now: datetime) -> list[str]:
+    """Marks the open ones of the tasks succeeded with their results; returns their ids. PostgreSQL: one
+    ``UPDATE … FROM unnest(…)``; SQLite: one conditional ``UPDATE`` per task."""
+    if connection.dialect.name != "postgresql":
+        finished = []
+        for task_id, data in outputs.items():
+            updated = connection.execute(
+                sa.update(_tasks)
+                .where(_tasks.c.id == task_id, _tasks.c.status.in_(OPEN_STATUSES))
+                .values(status=TaskStatus.succeeded.value, outputs=data, finished_at=now, updated_at=now, error=None)
+            )
+            if updated.rowcount == 1:
+                finished.append(task_id)
+        return finished
+    result = connection.exec_driver_sql(
+        "UPDATE tasks SET status = 'succeeded', outputs = u.outputs, finished_at = %b, updated_at = %b, error = NULL "
+        "FROM unnest(%b::VARCHAR[], %b::BYTEA[]) AS u(id, outputs) "
+        "WHERE tasks.id = u.id AND tasks.status IN ('queued', 'running') RETURNING tasks.id",
+        (now, now, list(outputs), list(outputs.values())),
     )
-    if updated.rowcount != 1:  # type: ignore[attr-defined]
-        session.rollback()
-        return False
-    task = session.get(Task, task_id)
-    model = session.get(ModelVersion, task.model_version_id) if task else None
-    ledger.settle(
-        session,
-        task_id=task_id,
-        author_user_id=model.owner_id if model else None,
-        author_share_percent=author_share_percent,
-    )
-    session.commit()
-    return True
+    return [row[0] for row in result]
 
 
 def fail(session: Session, *, task_id: str, reason: str) -> bool:
@@ -181,8 +413,24 @@ def fail(session: Session, *, task_id: str, reason: str) -> bool:
         session.rollback()
         return False
     ledger.refund(session, task_id=task_id, memo="task failed")
+    _tell(session.connection(), [task_id], FINISHED)
     session.commit()
+    WATCHERS.tell([task_id], FINISHED)
     return True
+
+
+# -- who is told: waiting requests (Prefer: wait, the event stream) -----------------------------------------
+
+
+def _tell(connection: sa.Connection, task_ids: list[str], event: str) -> None:
+    """NOTIFY the API processes (PostgreSQL) that these tasks started or finished, when this transaction
+    commits; the payload is ``event:id,id,…`` (app.core.notify.Watchers.on_notice)."""
+    if not task_ids or connection.dialect.name != "postgresql":
+        return
+    per = MAX_IDS_PER_NOTICE
+    for i in range(0, len(task_ids), per):
+        payload = f"{event}:{','.join(task_ids[i : i + per])}"
+        connection.exec_driver_sql("SELECT pg_notify(%s, %s)", (TASKS_CHANNEL, payload))
 
 
 def open_task_ids(session: Session) -> list[str]:

@@ -25,7 +25,7 @@ from sqlmodel import Session
 from app.core.errors import InsufficientFunds, Unprocessable
 from app.models.task import Task
 from app.runtime.schema import Feature
-from app.services import billing, ledger, users
+from app.services import billing, ledger, predictions, tabular, users
 from tests.conftest import TEST_SECRET
 from tests.http_clients import balance, paying_user
 
@@ -106,8 +106,9 @@ def test_a_batch_is_served_with_one_predict_and_billed_like_single_requests(
         assert ledger.balance_of(s, poor) == 1
         assert ledger.balance_of(s, priced.owner_id or 0) == 6 * 70 // 100 + 2 * (3 * 70 // 100)
         task = s.get(Task, bills[0].task_id)
-        assert task is not None and task.status == "succeeded" and task.results == [2.0, 4.0]
-        assert task.input_rows == [{"x": 1.0}, {"x": 2.0}]
+        assert task is not None and task.status == "succeeded"
+        assert predictions.aligned_results(task) == [2.0, 4.0]
+        assert tabular.unpack_lists(task.inputs) == {"x": [1.0, 2.0]}
         report = ledger.verify(s)
     assert report.ok, report
 

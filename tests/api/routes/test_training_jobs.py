@@ -170,7 +170,8 @@ def test_a_job_that_cannot_train_fails_and_is_refunded_once(
     top_up(client, headers, 30)
     one_class = upload(client, headers, b"a,b,target\n" + b"1,2,1\n3,4,1\n5,6,1\n7,8,1\n9,1,1\n2,2,1\n")
     job = client.post(JOBS, json={"dataset_id": one_class, "algorithm": "LogisticRegression"}, headers=headers).json()
-    assert balance(client, headers) == 20
+    # charged 10; the in-process trainer may already have failed and refunded it by the time we look
+    assert balance(client, headers) in (20, 30)
     done = wait_job(client, headers, job["id"])
     assert done["status"] == "failed"
     assert done["error"] == "the target 'target' needs at least two classes for classification"

@@ -6,22 +6,55 @@ import asyncio
 import json
 import statistics
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
-from bench.client import BenchError, User, http_client
+from bench.client import POLL_SECONDS, PREFER_WAIT_SECONDS, BenchError, User, http_client
 from bench.workload import MODEL_NAME, PRICE_PER_ROW, Workload
 
 BATCH_POLL_SECONDS = 0.005
 SINGLE_ROW_REPEATS = 50
 
 
-def _seconds_between(start: str | None, end: str | None) -> float | None:
-    if not start or not end:
+def _wall_clock(value: str | None) -> float | None:
+    """A task timestamp (ISO 8601, UTC when it says no zone) as seconds since the epoch."""
+    if not value:
         return None
-    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _between(start: float | None, end: float | None) -> float | None:
+    return None if start is None or end is None else end - start
+
+
+def task_splits(task: dict[str, Any], sent_at: float, answered_at: float) -> dict[str, float | None]:
+    """Where a task's time went, in seconds: the client's wall clock around the request and the task's own
+    timestamps (the API, the worker and this process share the machine's clock).
+
+    - submit: request sent → task created (upload, auth, row checks; ``created_at`` is taken as the charge's
+      transaction begins);
+    - queued: created → started (the charge's commit, the outbox, the queue, the worker taking it);
+    - worker: started → finished (reading the rows, predict; ``finished_at`` is taken before the result's commit);
+    - answer: finished → the client holds the finished task (the result's commit, the API noticing it, for
+      ``Prefer: wait``, or the client's next poll, and the response).
+    """
+    created = _wall_clock(task.get("created_at"))
+    started = _wall_clock(task.get("started_at"))
+    finished = _wall_clock(task.get("finished_at"))
+    return {
+        "submit": _between(sent_at, created),
+        "queued": _between(created, started),
+        "worker": _between(started, finished),
+        "answer": _between(finished, answered_at),
+    }
+
+
+SPLITS = ("submit", "queued", "worker", "answer")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -54,7 +87,8 @@ def bare_predict(workload: Workload, repeats: int) -> dict[str, Any]:
 
 
 async def batch_through_api(base_url: str, workload: Workload, repeats: int) -> dict[str, Any]:
-    """One batch of all the rows per repeat: POST, then poll until succeeded. The JSON body is encoded beforehand."""
+    """One batch of all the rows per repeat, waited for as a user should (``Prefer: wait``, polling only if the
+    task outlasts the wait). The JSON body is encoded beforehand."""
     rows = workload.rows
     expected = np.asarray(workload.result.pipeline.predict(workload.frame), dtype=float)
     body = json.dumps({"model": MODEL_NAME, "rows": rows}).encode()
@@ -63,23 +97,24 @@ async def batch_through_api(base_url: str, workload: Workload, repeats: int) -> 
         user = await User.register(client, credits=PRICE_PER_ROW * (len(rows) * repeats + 1))
         # Warm-up: the worker fetches the artifact and caches the loaded model.
         warm_started = time.perf_counter()
-        await user.wait(await user.submit(rows[:1]))
+        await user.predict(rows[:1])
         warm_up_seconds = time.perf_counter() - warm_started
         for _ in range(repeats):
+            polled_before = user.polled_after_wait
+            sent_at = time.time()
             started = time.perf_counter()
-            task_id = await user.submit(body)
-            accepted = time.perf_counter()
-            task = await user.wait(task_id, BATCH_POLL_SECONDS)
+            task = await user.predict(body, PREFER_WAIT_SECONDS, BATCH_POLL_SECONDS)
             finished = time.perf_counter()
+            answered_at = time.time()
             results = np.asarray(task["results"], dtype=float)
             if results.shape != expected.shape:
                 raise BenchError(f"expected {expected.shape[0]} results, got {results.shape}")
+            splits = task_splits(task, sent_at, answered_at)
             runs.append(
                 {
                     "seconds": finished - started,
-                    "submit_seconds": accepted - started,
-                    "queued_seconds": _seconds_between(task.get("created_at"), task.get("started_at")),
-                    "worker_seconds": _seconds_between(task.get("started_at"), task.get("finished_at")),
+                    **{f"{k}_seconds": v for k, v in splits.items()},
+                    "answered_within_wait": user.polled_after_wait == polled_before,
                     "results_match_bare": bool(np.allclose(results, expected, rtol=1e-9, atol=1e-9)),
                 }
             )
@@ -87,26 +122,40 @@ async def batch_through_api(base_url: str, workload: Workload, repeats: int) -> 
     return {
         "rows": len(rows),
         "body_bytes": len(body),
+        "prefer_wait_seconds": PREFER_WAIT_SECONDS,
         "warm_up_seconds": warm_up_seconds,
         "runs": runs,
         "median_seconds": median,
         "rows_per_second": len(rows) / median,
+        **{f"median_{k}_seconds": _median([r[f"{k}_seconds"] for r in runs]) for k in SPLITS},
         "results_match_bare": all(r["results_match_bare"] for r in runs),
     }
 
 
-async def tasks_through_api(base_url: str, workload: Workload, tasks: int, clients: int) -> dict[str, Any]:
-    """``tasks`` paid single-row predictions by ``clients`` concurrent users, each submitting then polling."""
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+async def tasks_through_api(
+    base_url: str, workload: Workload, tasks: int, clients: int, wait: float | None = PREFER_WAIT_SECONDS
+) -> dict[str, Any]:
+    """``tasks`` paid single-row predictions by ``clients`` concurrent users, one after another per user.
+
+    With ``wait`` (seconds), each prediction is waited for as a user should: ``Prefer: wait`` on the POST, which
+    answers with the finished task. With ``wait=None``, each is submitted and then polled every
+    ``client.POLL_SECONDS``, as an outside tester may do.
+    """
     rows = workload.rows
     latencies: list[float] = []
-    submits: list[float] = []
-    queued: list[float] = []
-    worker: list[float] = []
+    posts: list[float] = []
+    splits: dict[str, list[float]] = {k: [] for k in SPLITS}
     async with http_client(base_url) as client:
         users = await asyncio.gather(
             *(User.register(client, credits=PRICE_PER_ROW * (tasks + 1)) for _ in range(clients))
         )
-        await users[0].wait(await users[0].submit(rows[:1]))  # warm-up
+        await users[0].predict(rows[:1], wait)  # warm-up
+        users[0].polled_after_wait = 0
         next_index = 0
 
         async def run(user: User) -> None:
@@ -114,23 +163,36 @@ async def tasks_through_api(base_url: str, workload: Workload, tasks: int, clien
             while next_index < tasks:
                 index = next_index
                 next_index += 1
+                row = [rows[index % len(rows)]]
+                sent_at = time.time()
                 started = time.perf_counter()
-                task_id = await user.submit([rows[index % len(rows)]])
-                submits.append(time.perf_counter() - started)
-                task = await user.wait(task_id)
+                if wait is None:
+                    task_id = await user.submit(row)
+                    posts.append(time.perf_counter() - started)
+                    task = await user.wait(task_id)
+                else:
+                    task = await user.predict(row, wait)
                 latencies.append(time.perf_counter() - started)
-                queued.append(_seconds_between(task.get("created_at"), task.get("started_at")) or 0.0)
-                worker.append(_seconds_between(task.get("started_at"), task.get("finished_at")) or 0.0)
+                for key, value in task_splits(task, sent_at, time.time()).items():
+                    if value is not None:
+                        splits[key].append(value)
 
         started = time.perf_counter()
         await asyncio.gather(*(run(u) for u in users))
         elapsed = time.perf_counter() - started
     summary = summarise_tasks(tasks, clients, elapsed, latencies)
-    summary["submit_p50_ms"] = percentile(submits, 50) * 1000
-    summary["submit_p95_ms"] = percentile(submits, 95) * 1000
-    # From the task's own timestamps: created → started (charge, outbox, queue), started → finished (worker).
-    summary["queued_p50_ms"] = percentile(queued, 50) * 1000
-    summary["worker_p50_ms"] = percentile(worker, 50) * 1000
+    summary["waiting"] = "polling" if wait is None else f"Prefer: wait={wait:g}"
+    if wait is None:
+        summary["poll_seconds"] = POLL_SECONDS
+        # The POST alone, until its 202.
+        summary["post_p50_ms"] = percentile(posts, 50) * 1000
+        summary["post_p95_ms"] = percentile(posts, 95) * 1000
+    else:
+        summary["answered_within_wait"] = tasks - sum(u.polled_after_wait for u in users)
+    # See task_splits: submit (sent → created), queued (created → started), worker (started → finished),
+    # answer (finished → the client has it).
+    for key, values in splits.items():
+        summary[f"{key}_p50_ms"] = percentile(values, 50) * 1000
     return summary
 
 
@@ -153,10 +215,7 @@ async def one_task_per_model(base_url: str, workload: Workload) -> dict[str, Any
         user = await User.register(client, credits=1000 * len(models))
         started = time.perf_counter()
         for name, row in models:
-            r = await client.post("/api/v1/predictions", json={"model": name, "rows": [row]}, headers=user.headers)
-            if r.status_code != 202:
-                raise BenchError(f"predict with {name}: HTTP {r.status_code}: {r.text[:300]}")
-            await user.wait(str(r.json()["id"]))
+            await user.predict([row], model=name)
             inputs = [
                 {"name": k, "shape": [1], "datatype": "BYTES" if isinstance(v, str) else "FP64", "data": [v]}
                 for k, v in row.items()

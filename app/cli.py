@@ -23,6 +23,9 @@ def _settings() -> Settings:
         sys.exit(f"mlmarket: configuration error: {messages}")
 
 
+KEEP_ALIVE_SECONDS = 75
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -39,6 +42,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "log_level": settings.log_level,
         "proxy_headers": True,
         "log_config": None,
+        # Longer than the idle time of common clients' pools (httpx and requests keep 5 s): a client never
+        # sends a request on a connection the server is closing at that very moment.
+        "timeout_keep_alive": KEEP_ALIVE_SECONDS,
     }
     if settings.api_workers > 1:  # each worker process builds its app from the same environment
         uvicorn.run("app.main:serve_app", factory=True, workers=settings.api_workers, **common)

@@ -31,7 +31,9 @@ async def serve(settings: Settings) -> None:
     store = make_store(settings)
     cache = ModelCache(store, settings.model_cache_max_models, settings.model_cache_max_bytes)
     broker = make_broker(settings)
-    worker = PredictionWorker(settings, engine, cache)
+    # Predictions run on connections without a liveness ping per checkout: a batch whose connection turned out
+    # dead fails, and its messages are retried on fresh ones.
+    worker = PredictionWorker(settings, make_engine(settings, pre_ping=False), cache)
     state = WorkerState()
     health = (
         start_health_server(state, settings.worker_health_host, settings.worker_health_port)

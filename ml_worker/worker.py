@@ -56,6 +56,7 @@ class PredictionWorker:
         self.cores = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(self.cores, thread_name_prefix="predict") if self.cores > 1 else None
         self.batches: Coalescer[str, str] = Coalescer(self.run_tasks, max_items=max(1, settings.worker_prefetch))
+        self._versions: dict[int, tuple[ServedModel, float]] = {}
 
     def run_task(self, task_id: str) -> str:
         """Runs one task to completion. Raises when it should be retried."""
@@ -81,7 +82,7 @@ class PredictionWorker:
             else:
                 runnable[task.model_version_id].append(task)
         models = self._models(list(runnable))
-        done: list[tuple[str, np.ndarray[Any, Any]]] = []
+        done: list[predictions.Done] = []
         for version_id, tasks in runnable.items():
             model = models.get(version_id)
             if model is None:
@@ -92,22 +93,30 @@ class PredictionWorker:
                 if isinstance(predicted, BaseException):
                     outcome[task.id] = predicted
                 else:
-                    done.append((task.id, predicted))
+                    done.append(predictions.Done(task.id, predicted, model.owner_id))
         if done:
             settled = predictions.complete_many(
                 self.engine, done, author_share_percent=self.settings.author_share_percent
             )
-            for task_id, _ in done:
-                outcome[task_id] = "succeeded" if task_id in settled else "ignored"
+            for d in done:
+                outcome[d.task_id] = "succeeded" if d.task_id in settled else "ignored"
             self.processed += len(settled)
         return [outcome[t] for t in task_ids]
 
     def _models(self, version_ids: list[int]) -> dict[int, ServedModel]:
-        if not version_ids:
-            return {}
-        with Session(self.engine) as session:
-            versions = session.exec(select(ModelVersion).where(col(ModelVersion.id).in_(version_ids))).all()
-            return {v.id or 0: ServedModel.of(v, []) for v in versions}
+        """The catalog versions of a batch, remembered for ``catalog_cache_seconds`` (a version's artifact never
+        changes; a compiled copy added later is picked up when the entry expires)."""
+        now = time.monotonic()
+        out = {v: entry[0] for v in version_ids if (entry := self._versions.get(v)) is not None and entry[1] > now}
+        missing = [v for v in version_ids if v not in out]
+        if missing:
+            with Session(self.engine) as session:
+                versions = session.exec(select(ModelVersion).where(col(ModelVersion.id).in_(missing))).all()
+                for version in versions:
+                    served = ServedModel.of(version, [])
+                    out[served.id] = served
+                    self._versions[served.id] = (served, now + self.settings.catalog_cache_seconds)
+        return out
 
     def _predict(
         self, model: ServedModel, tasks: list[predictions.Started]

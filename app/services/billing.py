@@ -169,25 +169,29 @@ class Locked:
     """The accounts a batch touches, locked: user id → account id, the platform's account, their balances."""
 
     account_of: dict[int, int]
-    platform: int
+    platform: int | None
     balances: dict[int, int]
 
 
-def lock_accounts(connection: sa.Connection, user_ids: set[int]) -> Locked:
-    """Locks the accounts of ``user_ids`` and the platform's, in id order (the same order everywhere: no
+def lock_accounts(connection: sa.Connection, user_ids: set[int], *, platform: bool = True) -> Locked:
+    """Locks the accounts of ``user_ids`` (and the platform's, unless ``platform`` is false: a batch that only
+    charges payers does not queue behind the settling of others) in id order, the same order everywhere (no
     deadlock between batches), with one ``SELECT … FOR UPDATE``."""
+    which: sa.ColumnElement[bool] = _accounts.c.user_id.in_(sorted(user_ids))
+    if platform:
+        which = sa.or_(which, _accounts.c.name == PLATFORM_ACCOUNT)
     locked = connection.execute(
         sa.select(_accounts.c.id, _accounts.c.user_id, _accounts.c.name, _accounts.c.balance)
-        .where(sa.or_(_accounts.c.user_id.in_(sorted(user_ids)), _accounts.c.name == PLATFORM_ACCOUNT))
+        .where(which)
         .order_by(_accounts.c.id)
         .with_for_update()
     ).all()
-    platform = next((row.id for row in locked if row.user_id is None and row.name == PLATFORM_ACCOUNT), None)
-    if platform is None:
+    platform_id = next((row.id for row in locked if row.user_id is None and row.name == PLATFORM_ACCOUNT), None)
+    if platform and platform_id is None:
         raise NotFound("the platform account is missing; run `mlmarket migrate`")
     return Locked(
         account_of={row.user_id: row.id for row in locked if row.user_id is not None},
-        platform=platform,
+        platform=platform_id,
         balances={row.id: int(row.balance) for row in locked},
     )
 
@@ -203,8 +207,10 @@ def pay_out(ledger: BatchLedger, locked: Locked, settled: list[tuple[str, int, i
             ledger.move(owner, payout, EntryKind.payout, task_id, None)
         if fee:
             fees.append((fee, task_id))
+    if fees and locked.platform is None:
+        raise NotFound("the platform account was not locked for this batch")
     for fee, task_id in fees:
-        ledger.move(locked.platform, fee, EntryKind.fee, task_id, None)
+        ledger.move(locked.platform or 0, fee, EntryKind.fee, task_id, None)
 
 
 def _serve_and_bill(engine: Engine, orders: list[Order], share: int) -> list[Bill | BaseException]:

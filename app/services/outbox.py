@@ -132,9 +132,15 @@ class OutboxRelay:
         return len(ids)
 
     async def flush_once(self) -> int:
-        """Publishes one batch of unsent messages, pipelined: every publish is in flight at once and each waits
-        for its own broker confirm. Returns how many were confirmed; those are marked sent in one statement."""
-        pending = await asyncio.to_thread(self._pending)
+        """Claims one batch of unsent messages and publishes them, pipelined: every publish is in flight at once
+        and each waits for its own broker confirm. Returns how many were confirmed.
+
+        Claiming marks the rows sent in the same statement that picks them (``FOR UPDATE SKIP LOCKED`` on
+        PostgreSQL), so relays of several API processes never publish one row twice; a row whose publish fails
+        is marked unsent again for the next pass. Should this process die between the claim and the confirm,
+        the stale-task sweep publishes the task again.
+        """
+        pending = await asyncio.to_thread(self._claim)
         if not pending:
             return 0
         outcomes = await asyncio.gather(
@@ -149,39 +155,39 @@ class OutboxRelay:
             ),
             return_exceptions=True,
         )
-        done = [m.id for m, outcome in zip(pending, outcomes, strict=True) if not isinstance(outcome, BaseException)]
-        if done:
-            await asyncio.to_thread(self._mark_sent, done)
-        self.published += len(done)
         failed = [(m, o) for m, o in zip(pending, outcomes, strict=True) if isinstance(o, BaseException)]
+        sent = len(pending) - len(failed)
+        self.published += sent
         if failed:
-            message, exc = failed[0]
-            await asyncio.to_thread(self._record_failure, message.id, f"{type(exc).__name__}: {exc}")
+            exc = failed[0][1]
+            await asyncio.to_thread(self._release, [m.id for m, _ in failed], f"{type(exc).__name__}: {exc}")
             if isinstance(exc, asyncio.CancelledError):
                 raise exc
             raise exc if isinstance(exc, Exception) else RuntimeError(str(exc))
-        return len(done)
+        return sent
 
-    def _pending(self) -> list[Pending]:
-        with Session(self.engine) as session:
-            rows = session.exec(
-                select(OutboxMessage)
-                .where(col(OutboxMessage.sent_at).is_(None))
-                .order_by(col(OutboxMessage.id))
-                .limit(self.batch_size)
-            ).all()
-            return [Pending(id=r.id or 0, task_id=r.task_id, queue=r.queue, payload=dict(r.payload)) for r in rows]
-
-    def _mark_sent(self, ids: list[int]) -> None:
+    def _claim(self) -> list[Pending]:
         with self.engine.begin() as conn:
-            conn.execute(sa.update(_outbox).where(_outbox.c.id.in_(ids)).values(sent_at=utcnow()))
+            unsent = sa.select(_outbox.c.id).where(_outbox.c.sent_at.is_(None)).order_by(_outbox.c.id)
+            unsent = unsent.limit(self.batch_size).with_for_update(skip_locked=True)
+            rows = conn.execute(
+                sa.update(_outbox)
+                .where(_outbox.c.id.in_(unsent.scalar_subquery()), _outbox.c.sent_at.is_(None))
+                .values(sent_at=utcnow())
+                .returning(_outbox.c.id, _outbox.c.task_id, _outbox.c.queue, _outbox.c.payload)
+            ).all()
+        return sorted(
+            (Pending(id=r.id, task_id=r.task_id, queue=r.queue, payload=dict(r.payload)) for r in rows),
+            key=lambda m: m.id,
+        )
 
-    def _record_failure(self, message_id: int, error: str) -> None:
+    def _release(self, ids: list[int], error: str) -> None:
+        """The messages whose publish failed: unsent again, with the attempt and the error recorded."""
         with self.engine.begin() as conn:
             conn.execute(
                 sa.update(_outbox)
-                .where(_outbox.c.id == message_id)
-                .values(publish_attempts=_outbox.c.publish_attempts + 1, last_error=error[:500])
+                .where(_outbox.c.id.in_(ids))
+                .values(sent_at=None, publish_attempts=_outbox.c.publish_attempts + 1, last_error=error[:500])
             )
 
     def unsent_count(self) -> int:

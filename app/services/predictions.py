@@ -160,7 +160,7 @@ def _submit_many(engine: Engine, submissions: list[Submission]) -> list[Queued |
     results: list[Queued | BaseException | None] = [None] * len(submissions)
     now = utcnow()
     with engine.connect() as connection, connection.begin():
-        locked = billing.lock_accounts(connection, {s.user_id for s in submissions})
+        locked = billing.lock_accounts(connection, {s.user_id for s in submissions}, platform=False)
         ledger = billing.BatchLedger(balances=dict(locked.balances))
         tasks: list[dict[str, Any]] = []
         holds: list[dict[str, Any]] = []
@@ -249,9 +249,13 @@ def priced(model: ModelVersion) -> Priced:
     return Priced(model.id or 0, model.name, model.version, model.price_per_row, model.owner_id)
 
 
-def get_for_user(session: Session, *, user_id: int, task_id: str, with_data: bool = True) -> Task:
+def get_for_user(
+    session: Session, *, user_id: int, task_id: str, with_data: bool = True, with_inputs: bool = True
+) -> Task:
     # The rows and results (megabytes for a big batch) load only when asked for.
     options = [] if with_data else [defer(Task.inputs), defer(Task.outputs)]  # type: ignore[arg-type]
+    if with_data and not with_inputs:
+        options = [defer(Task.inputs)]  # type: ignore[arg-type]
     task = session.get(Task, task_id, options=options) if len(task_id) <= 36 else None
     if task is None or task.user_id != user_id:
         # Another user's task is answered exactly like a missing one.
@@ -304,101 +308,125 @@ class Started:
 
 
 def start_many(engine: Engine, task_ids: list[str]) -> list[Started]:
-    """Marks the open ones of ``task_ids`` running and counts the attempt, in one statement and transaction.
-
-    Unknown and finished tasks are left out (a duplicate or late message).
-    """
+    """Marks the open ones of ``task_ids`` running and counts the attempt, in one statement and transaction
+    (with the NOTIFY that tells waiting requests). Unknown and finished tasks are left out (a duplicate or
+    late message)."""
     if not task_ids:
         return []
     now = utcnow()
     with engine.begin() as connection:
-        rows = connection.execute(
-            sa.update(_tasks)
-            .where(_tasks.c.id.in_(task_ids), _tasks.c.status.in_(OPEN_STATUSES))
-            .values(
-                status=TaskStatus.running.value,
-                attempts=_tasks.c.attempts + 1,
-                started_at=sa.func.coalesce(_tasks.c.started_at, now),
-                updated_at=now,
-            )
-            .returning(
-                _tasks.c.id, _tasks.c.model_version_id, _tasks.c.attempts, _tasks.c.rows_accepted, _tasks.c.inputs
-            )
-        ).all()
-        _tell(connection, [row.id for row in rows], STARTED)
-    WATCHERS.tell([row.id for row in rows], STARTED)
-    return [Started(r.id, r.model_version_id, r.attempts, r.rows_accepted, bytes(r.inputs)) for r in rows]
+        if connection.dialect.name == "postgresql":
+            rows = connection.exec_driver_sql(_START_SQL, (now, now, task_ids, TASKS_CHANNEL, MAX_IDS_PER_NOTICE)).all()
+        else:
+            rows = connection.execute(
+                sa.update(_tasks)
+                .where(_tasks.c.id.in_(task_ids), _tasks.c.status.in_(OPEN_STATUSES))
+                .values(
+                    status=TaskStatus.running.value,
+                    attempts=_tasks.c.attempts + 1,
+                    started_at=sa.func.coalesce(_tasks.c.started_at, now),
+                    updated_at=now,
+                )
+                .returning(
+                    _tasks.c.id, _tasks.c.model_version_id, _tasks.c.attempts, _tasks.c.rows_accepted, _tasks.c.inputs
+                )
+            ).all()
+    WATCHERS.tell([row[0] for row in rows], STARTED)
+    return [Started(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows]
 
 
-def complete_many(
-    engine: Engine, done: list[tuple[str, np.ndarray[Any, Any]]], *, author_share_percent: int
-) -> set[str]:
-    """Stores the predictions of each (task id, predictions) and settles its charge, all in one transaction.
+# PostgreSQL: start the tasks and NOTIFY their ids (at most MAX_IDS_PER_NOTICE per notice) in one statement.
+_START_SQL = (
+    "WITH s AS (UPDATE tasks SET status = 'running', attempts = attempts + 1, "
+    "started_at = coalesce(started_at, %b), updated_at = %b "
+    "WHERE id = ANY(%b::VARCHAR[]) AND status IN ('queued', 'running') "
+    "RETURNING id, model_version_id, attempts, rows_accepted, inputs), "
+    "n AS (SELECT pg_notify(%b::text, 'started:' || string_agg(id, ',')) "
+    "FROM (SELECT id, (row_number() OVER () - 1) / %b::int AS g FROM s) AS x GROUP BY g) "
+    "SELECT s.id, s.model_version_id, s.attempts, s.rows_accepted, s.inputs, (SELECT count(*) FROM n) FROM s"
+)
+
+# PostgreSQL: store each open task's results, close its hold; returns (task id, held amount or NULL).
+_FINISH_SQL = (
+    "WITH f AS (UPDATE tasks SET status = 'succeeded', outputs = u.outputs, finished_at = %b, updated_at = %b, "
+    "error = NULL FROM unnest(%b::VARCHAR[], %b::BYTEA[]) AS u(id, outputs) "
+    "WHERE tasks.id = u.id AND tasks.status IN ('queued', 'running') RETURNING tasks.id), "
+    "h AS (UPDATE charge_holds SET status = 'settled', closed_at = %b "
+    "WHERE task_id IN (SELECT id FROM f) AND status = 'held' RETURNING task_id, amount) "
+    "SELECT f.id, h.amount FROM f LEFT JOIN h ON h.task_id = f.id"
+)
+
+
+@dataclass(frozen=True)
+class Done:
+    """A task's predictions, to store and settle; ``author_id`` is the model's author (paid their share)."""
+
+    task_id: str
+    predictions: np.ndarray[Any, Any]
+    author_id: int | None
+
+
+def complete_many(engine: Engine, done: list[Done], *, author_share_percent: int) -> set[str]:
+    """Stores the predictions of each task and settles its charge, all in one transaction.
 
     Only tasks still open are settled (a task finished by another worker or refunded meanwhile is left as it
-    is): exactly once each. Returns the ids settled now.
+    is): exactly once each. PostgreSQL: the authors' and the platform's accounts locked, the tasks finished
+    and their holds closed, the entries written and the balances moved (and waiting requests told): three
+    statements whatever the batch size. Returns the ids settled now.
     """
     if not done:
         return set()
     now = utcnow()
-    outputs = {task_id: tabular.pack_values(values) for task_id, values in done}
+    outputs = {d.task_id: tabular.pack_values(d.predictions) for d in done}
+    author_of = {d.task_id: d.author_id for d in done}
     with engine.connect() as connection, connection.begin():
-        ids = list(outputs)
-        # lock the accounts first (the same order as every other batch), then claim the tasks
-        authors = connection.execute(
-            sa.select(_tasks.c.id, _versions.c.owner_id)
-            .select_from(_tasks.join(_versions, _versions.c.id == _tasks.c.model_version_id))
-            .where(_tasks.c.id.in_(ids))
-        ).all()
-        author_of = {row.id: row.owner_id for row in authors}
+        # the accounts first (in id order, as every batch locks them), then the tasks
         locked = billing.lock_accounts(connection, {a for a in author_of.values() if a is not None})
-        finished = set(_finish(connection, outputs, now))
-        held = (
-            connection.execute(
-                sa.update(_holds)
-                .where(_holds.c.task_id.in_(sorted(finished)), _holds.c.status == HoldStatus.held.value)
-                .values(status=HoldStatus.settled.value, closed_at=now)
-                .returning(_holds.c.task_id, _holds.c.amount)
-            ).all()
-            if finished
-            else []
-        )
-        amount_of = {row.task_id: int(row.amount) for row in held}
+        held = _finish(connection, outputs, now)
+        finished = sorted(held)
         ledger = billing.BatchLedger(balances=dict(locked.balances))
         billing.pay_out(
             ledger,
             locked,
-            [(task_id, amount_of[task_id], author_of.get(task_id)) for task_id in ids if task_id in amount_of],
+            [(d.task_id, amount, d.author_id) for d in done if (amount := held.get(d.task_id)) is not None],
             author_share_percent,
         )
-        billing.write_rows(connection, [(_entries, ledger.stamped_entries(now))], ledger.deltas())
-        _tell(connection, sorted(finished), FINISHED)
+        first, rest = finished[:MAX_IDS_PER_NOTICE], finished[MAX_IDS_PER_NOTICE:]
+        notice = (TASKS_CHANNEL, f"{FINISHED}:{','.join(first)}") if first and _is_pg(connection) else None
+        billing.write_rows(connection, [(_entries, ledger.stamped_entries(now))], ledger.deltas(), notify=notice)
+        _tell(connection, rest, FINISHED)
     ledger.count()
     WATCHERS.tell(finished, FINISHED)
-    return finished
+    return set(finished)
 
 
-def _finish(connection: sa.Connection, outputs: dict[str, bytes], now: datetime) -> list[str]:
-    """Marks the open ones of the tasks succeeded with their results; returns their ids. PostgreSQL: one
-    ``UPDATE … FROM unnest(…)``; SQLite: one conditional ``UPDATE`` per task."""
-    if connection.dialect.name != "postgresql":
-        finished = []
-        for task_id, data in outputs.items():
-            updated = connection.execute(
-                sa.update(_tasks)
-                .where(_tasks.c.id == task_id, _tasks.c.status.in_(OPEN_STATUSES))
-                .values(status=TaskStatus.succeeded.value, outputs=data, finished_at=now, updated_at=now, error=None)
-            )
-            if updated.rowcount == 1:
-                finished.append(task_id)
-        return finished
-    result = connection.exec_driver_sql(
-        "UPDATE tasks SET status = 'succeeded', outputs = u.outputs, finished_at = %b, updated_at = %b, error = NULL "
-        "FROM unnest(%b::VARCHAR[], %b::BYTEA[]) AS u(id, outputs) "
-        "WHERE tasks.id = u.id AND tasks.status IN ('queued', 'running') RETURNING tasks.id",
-        (now, now, list(outputs), list(outputs.values())),
-    )
-    return [row[0] for row in result]
+def _is_pg(connection: sa.Connection) -> bool:
+    return connection.dialect.name == "postgresql"
+
+
+def _finish(connection: sa.Connection, outputs: dict[str, bytes], now: datetime) -> dict[str, int | None]:
+    """Marks the open ones of the tasks succeeded with their results and closes their holds: task id → the
+    amount of the hold closed now (None if it was closed before)."""
+    if _is_pg(connection):
+        rows = connection.exec_driver_sql(_FINISH_SQL, (now, now, list(outputs), list(outputs.values()), now))
+        return {row[0]: None if row[1] is None else int(row[1]) for row in rows}
+    held: dict[str, int | None] = {}
+    for task_id, data in outputs.items():
+        updated = connection.execute(
+            sa.update(_tasks)
+            .where(_tasks.c.id == task_id, _tasks.c.status.in_(OPEN_STATUSES))
+            .values(status=TaskStatus.succeeded.value, outputs=data, finished_at=now, updated_at=now, error=None)
+        )
+        if updated.rowcount != 1:
+            continue
+        amount = connection.execute(
+            sa.update(_holds)
+            .where(_holds.c.task_id == task_id, _holds.c.status == HoldStatus.held.value)
+            .values(status=HoldStatus.settled.value, closed_at=now)
+            .returning(_holds.c.amount)
+        ).scalar_one_or_none()
+        held[task_id] = None if amount is None else int(amount)
+    return held
 
 
 def fail(session: Session, *, task_id: str, reason: str) -> bool:

@@ -105,6 +105,26 @@ def _chart(frame: pd.DataFrame) -> None:
     st.altair_chart(chart, width="stretch")
 
 
+def _predicted(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows that were predicted, as plain NumPy columns (whole numbers stay whole).
+
+    The CSV lists every row sent, the rejected ones with ``status`` "rejected" and empty cells: they are shown
+    above with their reasons, the table and the chart show the others.
+    """
+    if "status" in frame.columns:
+        frame = frame[frame["status"] == "ok"].drop(columns=["status", "error"], errors="ignore")
+    plain = {}
+    for name in frame.columns:
+        column = frame[name]
+        if not column.isna().any():
+            plain[name] = column.to_numpy()
+        elif pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
+            plain[name] = column.to_numpy(dtype="float64", na_value=float("nan"))
+        else:
+            plain[name] = column.to_numpy(dtype=object, na_value=None)
+    return pd.DataFrame(plain, columns=list(frame.columns))
+
+
 def results(client: ApiClient, task: dict[str, Any]) -> None:
     task_id = str(task["id"])
     try:
@@ -113,10 +133,12 @@ def results(client: ApiClient, task: dict[str, Any]) -> None:
         show_error(exc, "The results cannot be shown: ")
         return
     try:
-        frame = pd.read_csv(io.BytesIO(data))
+        frame = pd.read_csv(io.BytesIO(data), dtype_backend="numpy_nullable")
     except (ValueError, pd.errors.ParserError):
         st.error("The results arrived but could not be read as a table; download them instead.")
         frame = None
+    if frame is not None:
+        frame = _predicted(frame)
     if frame is not None and "prediction" in frame.columns:
         if len(frame) == 1:
             value = frame["prediction"].iloc[0]

@@ -1,28 +1,38 @@
 from __future__ import annotations
 
-import csv
-import io
+import asyncio
+import contextlib
 import json
 import re
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, status
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from app.api.deps import CurrentUser, ReadSessionDep, SessionDep, SettingsDep, get_engine
+from app.api.deps import CurrentPrincipal, CurrentUser, DataPlaneDep, ReadSessionDep, SettingsDep, get_engine
 from app.api.routes.common import Limit, Offset
 from app.api.sse import state_events
 from app.core.config import Settings
 from app.core.db import read_session
-from app.core.errors import BadRequest, Conflict, PayloadTooLarge, Unprocessable
+from app.core.errors import BadRequest, PayloadTooLarge, Unprocessable
 from app.core.handlers import describe_validation_errors
 from app.core.logging import current_request_id
+from app.core.notify import Watch
 from app.models.catalog import ModelVersion
-from app.models.task import FINISHED_STATUSES, PredictionRequest, Task, TaskAccepted, TaskPublic, TaskStatus
-from app.services import catalog, predictions
+from app.models.task import (
+    FINISHED_STATUSES,
+    PredictionRequest,
+    RowErrorPublic,
+    Task,
+    TaskAccepted,
+    TaskPublic,
+    TaskStatus,
+)
+from app.services import predictions, results
+from app.services.billing import Priced
+from app.services.dataplane import ServedModel
 
 router = APIRouter(prefix="/predictions", tags=["predictions"])
 
@@ -30,13 +40,22 @@ SSE_MAX_SECONDS = 600
 
 
 class PredictionInput:
-    """A prediction request as JSON rows or as a CSV upload, parsed but not yet checked against a model."""
+    """A prediction request as JSON rows, a CSV upload or a Parquet upload, parsed but not yet checked against a
+    model."""
 
-    def __init__(self, model: str, version: int | None, rows: list[Any] | None = None, csv_text: str | None = None):
+    def __init__(
+        self,
+        model: str,
+        version: int | None,
+        rows: list[Any] | None = None,
+        csv_text: str | None = None,
+        parquet: bytes | None = None,
+    ):
         self.model = model
         self.version = version
         self.rows = rows
         self.csv_text = csv_text
+        self.parquet = parquet
 
 
 async def read_prediction_input(request: Request, settings: SettingsDep) -> PredictionInput:
@@ -45,7 +64,7 @@ async def read_prediction_input(request: Request, settings: SettingsDep) -> Pred
         return await _read_multipart(request, settings)
     if content_type not in ("application/json", ""):
         raise Unprocessable(
-            "send JSON {model, version?, rows: [...]} or a multipart form with a CSV 'file' and 'model'"
+            "send JSON {model, version?, rows: [...]} or a multipart form with a CSV or Parquet 'file' and 'model'"
         )
     body = await request.body()
     if len(body) > settings.predict_max_bytes:
@@ -67,7 +86,7 @@ async def _read_multipart(request: Request, settings: Settings) -> PredictionInp
     if not isinstance(model, str) or not model.strip():
         raise Unprocessable("the form needs a 'model' field naming a catalog model")
     if not isinstance(upload, UploadFile):
-        raise Unprocessable("the form needs a 'file' field with a CSV file")
+        raise Unprocessable("the form needs a 'file' field with a CSV or Parquet file")
     version_raw = form.get("version")
     version: int | None = None
     if isinstance(version_raw, str) and version_raw.strip():
@@ -75,10 +94,18 @@ async def _read_multipart(request: Request, settings: Settings) -> PredictionInp
             raise Unprocessable("version must be a positive whole number")
         version = int(version_raw)
     data = await upload.read(settings.predict_max_bytes + 1)
+    parquet = results.is_parquet(upload.filename, upload.content_type, data)
     if len(data) > settings.predict_max_bytes:
-        raise PayloadTooLarge(f"the CSV file is larger than {settings.predict_max_bytes} bytes")
+        kind = "Parquet" if parquet else "CSV"
+        raise PayloadTooLarge(f"the {kind} file is larger than {settings.predict_max_bytes} bytes")
     if not data.strip():
         raise BadRequest("file is empty")
+    if parquet:
+        # the footer alone: a corrupt file, too many rows or too much data is refused before the model is looked up
+        await asyncio.to_thread(
+            results.check_parquet, data, max_rows=settings.predict_max_rows, max_bytes=settings.predict_max_bytes
+        )
+        return PredictionInput(model.strip(), version, parquet=data)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -99,9 +126,16 @@ _REQUEST_BODY = {
                 "properties": {
                     "model": {"type": "string"},
                     "version": {"type": "integer", "minimum": 1},
-                    "file": {"type": "string", "format": "binary"},
+                    "file": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "A CSV file with a header naming the features, or a Parquet file with one "
+                        "column per feature (recognised by a .parquet name, the type application/vnd.apache.parquet "
+                        "or its first bytes)",
+                    },
                 },
-            }
+            },
+            "encoding": {"file": {"contentType": "text/csv, application/vnd.apache.parquet"}},
         },
     },
 }
@@ -118,6 +152,10 @@ def to_public(task: Task, model: ModelVersion | None, *, with_results: bool = Tr
     )
 
 
+# Inputs with at least this many rows are checked in a thread, so the event loop keeps serving others.
+CHECK_IN_THREAD_ROWS = 200
+
+
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
@@ -132,41 +170,74 @@ def to_public(task: Task, model: ModelVersion | None, *, with_results: bool = Tr
         422: {"description": "No valid row, or a malformed request"},
     },
 )
-def create_prediction(
+async def create_prediction(
     request: Request,
     payload: PredictionInputDep,
-    user: CurrentUser,
-    session: SessionDep,
+    principal: CurrentPrincipal,
+    dataplane: DataPlaneDep,
     settings: SettingsDep,
     prefer: Annotated[
         str | None,
         Header(description="`wait=N`: answer 200 with the finished task if it finishes within N seconds (max 60)"),
     ] = None,
 ) -> Any:
-    model = catalog.resolve(session, payload.model, payload.version)
-    if payload.csv_text is not None:
-        rows = predictions.prepare_csv(model, payload.csv_text, max_rows=settings.predict_max_rows)
-    else:
-        rows = predictions.prepare_rows(model, payload.rows or [], max_rows=settings.predict_max_rows)
-    task = predictions.submit(session, user_id=user.id or 0, model=model, rows=rows, request_id=current_request_id())
-    request.app.state.relay.wake()
-    accepted = TaskAccepted.model_validate(task, update={"model": model.name, "version": model.version})
+    model = await dataplane.model(payload.model, payload.version)
+    rows = await _prepared(payload, model, settings.predict_max_rows)
+    submission = predictions.Submission(
+        user_id=principal.user_id,
+        model=Priced(model.id, model.name, model.version, model.price_per_row, model.owner_id),
+        features=model.features,
+        rows=rows,
+        request_id=current_request_id(),
+    )
+    submission.check()
     wait = requested_wait(prefer)
-    if wait is None:
-        return accepted
-    session.close()  # hold no transaction while waiting (SQLite would block the worker)
-    finished = wait_for_finish(get_engine(request), user.id or 0, task.id, wait)
+    # Watching starts before the task exists: no notice of its end can come before the watch.
+    with contextlib.ExitStack() as stack:
+        watch = stack.enter_context(predictions.WATCHERS.watch(submission.task_id)) if wait else None
+        queued = await dataplane.submit_task(submission)
+        accepted = TaskAccepted(
+            id=queued.task_id,
+            status=TaskStatus.queued,
+            model=model.name,
+            version=model.version,
+            cost=queued.cost,
+            rows_accepted=rows.accepted,
+            rows_rejected=rows.total - rows.accepted,
+            errors=[RowErrorPublic(row=e.row, reason=e.reason) for e in rows.errors],
+        )
+        if wait is None or watch is None:
+            return accepted
+        finished = await wait_for_finish(get_engine(request), principal.user_id, queued.task_id, model, wait, watch)
     if finished is None:
         return accepted
-    return JSONResponse(
+    return Response(
+        finished.model_dump_json(),
         status_code=200,
-        content=json.loads(finished.model_dump_json()),
+        media_type="application/json",
         headers={"Preference-Applied": f"wait={wait:g}"},
     )
 
 
+async def _prepared(payload: PredictionInput, model: ServedModel, max_rows: int) -> predictions.PreparedRows:
+    features = model.features
+    if payload.parquet is not None:
+        return await asyncio.to_thread(results.prepare_parquet, features, payload.parquet, max_rows=max_rows)
+    if payload.csv_text is not None:
+        text = payload.csv_text
+        if len(text) < 64 * CHECK_IN_THREAD_ROWS:
+            return predictions.prepare_csv(features, text, max_rows=max_rows)
+        return await asyncio.to_thread(predictions.prepare_csv, features, text, max_rows=max_rows)
+    rows = payload.rows or []
+    if len(rows) < CHECK_IN_THREAD_ROWS:
+        return predictions.prepare_rows(features, rows, max_rows=max_rows)
+    return await asyncio.to_thread(predictions.prepare_rows, features, rows, max_rows=max_rows)
+
+
 MAX_PREFER_WAIT_SECONDS = 60.0
 DEFAULT_PREFER_WAIT_SECONDS = 30.0
+# Without a notice for this long, a waiting request looks at the task itself (a notice may have been lost).
+RECHECK_SECONDS = 5.0
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait(?:\s*=\s*(\d+(?:\.\d+)?))?(?:$|[,;\s])", re.IGNORECASE)
 
 
@@ -181,18 +252,34 @@ def requested_wait(prefer: str | None) -> float | None:
     return min(seconds, MAX_PREFER_WAIT_SECONDS)
 
 
-def wait_for_finish(engine: Any, user_id: int, task_id: str, seconds: float) -> TaskPublic | None:
-    deadline = time.monotonic() + seconds
-    delay = 0.01
-    while True:
-        with read_session(engine) as session:
-            task = predictions.get_for_user(session, user_id=user_id, task_id=task_id)
-            if task.status in FINISHED_STATUSES:
-                return to_public(task, session.get(ModelVersion, task.model_version_id))
-        if time.monotonic() + delay > deadline:
+def _finished(engine: Any, user_id: int, task_id: str, model: ServedModel) -> TaskPublic | None:
+    with read_session(engine) as session:
+        task = predictions.get_for_user(session, user_id=user_id, task_id=task_id, with_inputs=False)
+        if task.status not in FINISHED_STATUSES:
             return None
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.2)
+        return TaskPublic.model_validate(
+            task,
+            update={"model": model.name, "version": model.version, "results": predictions.aligned_results(task)},
+        )
+
+
+async def wait_for_finish(
+    engine: Any, user_id: int, task_id: str, model: ServedModel, seconds: float, watch: Watch
+) -> TaskPublic | None:
+    """The finished task, once the worker's commit says it finished (in this process, or by NOTIFY from
+    another); None when ``seconds`` pass first. The database is read when told, not polled."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while (remaining := deadline - loop.time()) > 0:
+        event = await watch.next(min(remaining, RECHECK_SECONDS))
+        if event == predictions.STARTED:
+            continue
+        if event is None and deadline - loop.time() <= 0:
+            break
+        finished = await asyncio.to_thread(_finished, engine, user_id, task_id, model)
+        if finished is not None:
+            return finished
+    return None
 
 
 @router.get("", response_model=list[TaskPublic])
@@ -210,41 +297,125 @@ def list_predictions(
 
 @router.get("/{task_id}", response_model=TaskPublic, responses={404: {"description": "No such prediction"}})
 def read_prediction(task_id: str, user: CurrentUser, session: ReadSessionDep) -> TaskPublic:
-    task = predictions.get_for_user(session, user_id=user.id or 0, task_id=task_id)
+    task = predictions.get_for_user(session, user_id=user.id or 0, task_id=task_id, with_inputs=False)
     return to_public(task, session.get(ModelVersion, task.model_version_id))
 
 
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+_RESULTS_JSON_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "model", "version", "rows_total", "rows_accepted", "rows_rejected", "columns", "rows"],
+    "properties": {
+        "id": {"type": "string"},
+        "model": {"type": "string"},
+        "version": {"type": "integer"},
+        "rows_total": {"type": "integer"},
+        "rows_accepted": {"type": "integer"},
+        "rows_rejected": {"type": "integer"},
+        "columns": {"type": "array", "items": {"type": "string"}},
+        "rows": {"type": "array", "items": {"type": "array"}},
+    },
+}
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+_RESULTS_CONTENT: dict[str, dict[str, Any]] = {
+    results.JSON: {"application/json": {"schema": _RESULTS_JSON_SCHEMA}},
+    results.CSV: {"text/csv": {"schema": {"type": "string"}}},
+    results.ARROW: {results.MEDIA_TYPES[results.ARROW]: _BINARY},
+    results.PARQUET: {results.MEDIA_TYPES[results.PARQUET]: _BINARY},
+}
+_RESULTS_DESCRIPTION = (
+    "Every row sent, in request order: `row` (its position in the request), the features, `prediction`, "
+    "`status` (`ok` or `rejected`) and `error` (why a row was rejected)"
+)
+_RESULTS_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such prediction"},
+    409: {"description": "The prediction has no results yet"},
+}
 
 
-def _safe_cell(value: Any) -> Any:
-    """Neutralises spreadsheet formula injection in text cells."""
-    if isinstance(value, str) and value.startswith(_FORMULA_PREFIXES):
-        return "'" + value
-    return value
+def _results(task_id: str, user_id: int, session: Any, fmt: str, *, vary: bool = False) -> StreamingResponse:
+    table = results.load(session, user_id=user_id, task_id=task_id)
+    headers = {"Content-Disposition": f'attachment; filename="prediction-{table.task_id}.{results.EXTENSIONS[fmt]}"'}
+    if vary:
+        headers["Vary"] = "Accept"
+    return StreamingResponse(results.CHUNKS[fmt](table), media_type=results.MEDIA_TYPES[fmt], headers=headers)
+
+
+@router.get(
+    "/{task_id}/results",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": _RESULTS_DESCRIPTION + "; as JSON unless `format` or the Accept header asks otherwise",
+            "content": {k: v for content in _RESULTS_CONTENT.values() for k, v in content.items()},
+        },
+        400: {"description": "An unknown `format`"},
+        406: {"description": "The Accept header names none of the formats"},
+        **_RESULTS_ERRORS,
+    },
+)
+def download_results_as(
+    task_id: str,
+    user: CurrentUser,
+    session: ReadSessionDep,
+    format: Annotated[
+        str | None,
+        Query(
+            description="`json`, `csv`, `arrow` (an Arrow IPC stream) or `parquet`; wins over the Accept header",
+            json_schema_extra={"enum": list(results.FORMATS)},
+        ),
+    ] = None,
+    accept: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> StreamingResponse:
+    fmt = results.format_from_query(format) if format is not None else results.format_from_accept(accept)
+    return _results(task_id, user.id or 0, session, fmt, vary=format is None)
 
 
 @router.get(
     "/{task_id}/results.csv",
-    response_class=Response,
-    responses={200: {"content": {"text/csv": {}}}, 404: {"description": "No such prediction"}, 409: {}},
+    response_class=StreamingResponse,
+    responses={200: {"description": _RESULTS_DESCRIPTION, "content": _RESULTS_CONTENT[results.CSV]}, **_RESULTS_ERRORS},
 )
-def download_results(task_id: str, user: CurrentUser, session: ReadSessionDep) -> Response:
-    task = predictions.get_for_user(session, user_id=user.id or 0, task_id=task_id)
-    if task.status != TaskStatus.succeeded.value or task.results is None:
-        raise Conflict(f"prediction {task_id} has no results yet (status {task.status})")
-    model = session.get(ModelVersion, task.model_version_id)
-    features = [f.name for f in catalog.features_of(model)] if model else list(task.input_rows[0])
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["row", *features, "prediction"])
-    for number, row, result in zip(task.row_numbers, task.input_rows, task.results, strict=False):
-        writer.writerow([number, *(_safe_cell(row.get(f)) for f in features), _safe_cell(result)])
-    return Response(
-        out.getvalue(),
-        media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="prediction-{task.id}.csv"'},
-    )
+def download_results(task_id: str, user: CurrentUser, session: ReadSessionDep) -> StreamingResponse:
+    """The results as CSV; text cells and column names a spreadsheet would run as formulas are prefixed with `'`."""
+    return _results(task_id, user.id or 0, session, results.CSV)
+
+
+@router.get(
+    "/{task_id}/results.json",
+    response_class=StreamingResponse,
+    responses={
+        200: {"description": _RESULTS_DESCRIPTION, "content": _RESULTS_CONTENT[results.JSON]},
+        **_RESULTS_ERRORS,
+    },
+)
+def download_results_json(task_id: str, user: CurrentUser, session: ReadSessionDep) -> StreamingResponse:
+    return _results(task_id, user.id or 0, session, results.JSON)
+
+
+@router.get(
+    "/{task_id}/results.arrow",
+    response_class=StreamingResponse,
+    responses={
+        200: {"description": _RESULTS_DESCRIPTION, "content": _RESULTS_CONTENT[results.ARROW]},
+        **_RESULTS_ERRORS,
+    },
+)
+def download_results_arrow(task_id: str, user: CurrentUser, session: ReadSessionDep) -> StreamingResponse:
+    """The results as an Apache Arrow IPC stream."""
+    return _results(task_id, user.id or 0, session, results.ARROW)
+
+
+@router.get(
+    "/{task_id}/results.parquet",
+    response_class=StreamingResponse,
+    responses={
+        200: {"description": _RESULTS_DESCRIPTION, "content": _RESULTS_CONTENT[results.PARQUET]},
+        **_RESULTS_ERRORS,
+    },
+)
+def download_results_parquet(task_id: str, user: CurrentUser, session: ReadSessionDep) -> StreamingResponse:
+    """The results as an Apache Parquet file."""
+    return _results(task_id, user.id or 0, session, results.PARQUET)
 
 
 @router.get(
@@ -257,10 +428,16 @@ async def prediction_events(task_id: str, request: Request, user: CurrentUser) -
 
     def snapshot() -> dict[str, Any]:
         with read_session(engine) as session:
-            task = predictions.get_for_user(session, user_id=user.id or 0, task_id=task_id)
+            task = predictions.get_for_user(session, user_id=user.id or 0, task_id=task_id, with_data=False)
             public = to_public(task, session.get(ModelVersion, task.model_version_id), with_results=False)
             return dict(json.loads(public.model_dump_json()))
 
+    # woken by the worker's commits (started, finished), not by reading the task over and over
     return await state_events(
-        request, snapshot, event="status", changed_by=lambda state: state["status"], max_seconds=SSE_MAX_SECONDS
+        request,
+        snapshot,
+        event="status",
+        changed_by=lambda state: state["status"],
+        max_seconds=SSE_MAX_SECONDS,
+        watch=lambda: predictions.WATCHERS.watch(task_id),
     )

@@ -276,8 +276,8 @@ def test_results_download_as_csv_and_events_stream(
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/csv")
     lines = r.text.strip().splitlines()
-    assert lines[0] == "row,sepal_length_cm,sepal_width_cm,petal_length_cm,petal_width_cm,prediction"
-    assert lines[1] == "1,5.1,3.5,1.4,0.2,setosa"
+    assert lines[0] == "row,sepal_length_cm,sepal_width_cm,petal_length_cm,petal_width_cm,prediction,status,error"
+    assert lines[1] == "1,5.1,3.5,1.4,0.2,setosa,ok,"
 
 
 def test_catalog_lists_published_models_with_price_schema_and_owner(

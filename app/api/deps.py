@@ -20,7 +20,7 @@ from app.services.dataplane import DataPlane, Principal
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:  # async: no thread hop for reading app state
     settings: Settings = request.app.state.settings
     return settings
 

@@ -87,8 +87,32 @@ def _checked(
 def prepare_rows(features: list[Feature], rows: list[Any], *, max_rows: int) -> PreparedRows:
     if len(rows) > max_rows:
         raise PayloadTooLarge(f"too many rows: {len(rows)}; at most {max_rows} rows per request")
+    columns = _number_columns(features, rows)
+    if columns is not None:
+        return PreparedRows(columns=columns, accepted=len(rows), errors=[], total=len(rows))
     accepted, errors = validate_rows(features, rows)
     return _checked(features, accepted, errors, max_rows)
+
+
+def _number_columns(features: list[Feature], rows: list[Any]) -> dict[str, np.ndarray[Any, Any]] | None:
+    """The common case of a big request, column by column: every feature a number, every row an object with
+    exactly the features as keys and finite floats as values. None sends the rows through the row-by-row
+    check, which accepts each row this accepts, with the same values (and explains every row it refuses)."""
+    if not rows or any(f.type != "number" for f in features):
+        return None
+    width = len(features)
+    if not all(type(row) is dict and len(row) == width for row in rows):
+        return None
+    columns: dict[str, np.ndarray[Any, Any]] = {}
+    for feature in features:
+        values = [row.get(feature.name) for row in rows]
+        if not all(type(v) is float for v in values):
+            return None
+        array = np.asarray(values, dtype=np.float64)
+        if not np.isfinite(array).all():
+            return None
+        columns[feature.name] = array
+    return columns
 
 
 def prepare_csv(features: list[Feature], text: str, *, max_rows: int) -> PreparedRows:

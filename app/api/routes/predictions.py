@@ -6,6 +6,7 @@ import json
 import re
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, status
 from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
@@ -70,7 +71,10 @@ async def read_prediction_input(request: Request, settings: SettingsDep) -> Pred
     if len(body) > settings.predict_max_bytes:
         raise PayloadTooLarge(f"request body is larger than {settings.predict_max_bytes} bytes")
     try:
-        parsed = PredictionRequest.model_validate_json(body)
+        # orjson: about half of the time of a full JSON validation for big requests (rows are checked later)
+        parsed = PredictionRequest.model_validate(orjson.loads(body))
+    except orjson.JSONDecodeError as exc:
+        raise Unprocessable(f"request body is not valid JSON ({exc})") from exc
     except ValidationError as exc:
         raise Unprocessable(describe_validation_errors(exc.errors())) from exc
     return PredictionInput(parsed.model, parsed.version, rows=parsed.rows)

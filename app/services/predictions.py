@@ -30,7 +30,7 @@ from app.models.catalog import ModelVersion
 from app.models.ledger import ChargeHold, EntryKind, HoldStatus, LedgerEntry
 from app.models.task import OPEN_STATUSES, OutboxMessage, Task, TaskStatus
 from app.queue.base import PREDICT_QUEUE
-from app.runtime.schema import Feature, RowError, rows_from_csv, validate_rows
+from app.runtime.schema import Feature, RowError, number_columns_from_csv, rows_from_csv, validate_rows
 from app.services import billing, catalog, ledger, oip, tabular
 from app.services.billing import Priced
 
@@ -116,6 +116,12 @@ def _number_columns(features: list[Feature], rows: list[Any]) -> dict[str, np.nd
 
 
 def prepare_csv(features: list[Feature], text: str, *, max_rows: int) -> PreparedRows:
+    columns = number_columns_from_csv(text, features)
+    if columns is not None:
+        total = len(next(iter(columns.values())))
+        if total > max_rows:
+            raise PayloadTooLarge(f"too many rows: {total}; at most {max_rows} rows per request")
+        return PreparedRows(columns=columns, accepted=total, errors=[], total=total)
     accepted, errors = rows_from_csv(text, features)
     return _checked(features, accepted, errors, max_rows)
 

@@ -209,3 +209,35 @@ def test_feature_schema_round_trips_through_json() -> None:
     assert [Feature.model_validate(d) for d in dumped] == FEATURES
     with pytest.raises(ValueError):
         Feature.model_validate({"name": "x", "type": "date"})
+
+
+def test_the_column_reading_of_a_csv_accepts_what_the_row_reading_accepts_with_the_same_values() -> None:
+    from app.runtime.schema import number_columns_from_csv
+
+    features = [Feature(name="a", type="number"), Feature(name="b", type="number")]
+    texts = [
+        "a,b\n1,2\n3.5, 4\n-1e3,+.5\n",
+        "b,a\n1,2\n",
+        "a,b\n1,nan\n",
+        "a,b\n1,inf\n",
+        "a,b\n1,1_000\n",
+        "a,b\n1,2\n\n3,4\n",
+        "a,b\n1\n",
+        "a,b\n1,\n",
+        'a,b\n"1",2\n',
+        "a,b\n1,0x10\n",
+    ]
+    for text in texts:
+        columns = number_columns_from_csv(text, features)
+        accepted, errors = rows_from_csv(text, features)
+        if columns is None:
+            continue
+        assert not errors, text
+        assert [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)] == [
+            {k: float(v) for k, v in row.items()} for row in accepted
+        ], text
+    # what the row reading refuses, the column reading leaves to it
+    for text in ("a,b\n1,nan\n", "a,b\n1,1_000\n", "a,b\n1,\n", "a,b\n1\n"):
+        assert number_columns_from_csv(text, features) is None
+    # a text feature: always the row reading
+    assert number_columns_from_csv("a\nx\n", [Feature(name="a", type="string")]) is None

@@ -51,7 +51,7 @@ def publish_version(
     status: ModelStatus = ModelStatus.published,
 ) -> ModelVersion:
     """Adds the next version of ``name`` to the catalog. The caller commits."""
-    if not re.match(MODEL_NAME_PATTERN, name):
+    if not re.fullmatch(MODEL_NAME_PATTERN, name):
         raise Unprocessable(
             "model names are 1-63 lowercase letters, digits and dashes, starting with a letter or digit"
         )

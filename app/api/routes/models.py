@@ -21,7 +21,7 @@ def list_models(session: ReadSessionDep) -> list[ModelVersionPublic]:
 
 @router.get("/{name}", response_model=ModelPublic, responses={404: {"description": "No such model"}})
 def read_model(session: ReadSessionDep, name: str = Path(max_length=64)) -> ModelPublic:
-    if not re.match(MODEL_NAME_PATTERN, name):
+    if not re.fullmatch(MODEL_NAME_PATTERN, name):
         raise NotFound(f"model {name!r} not found")
     versions = catalog.published_versions_of(session, name)
     if not versions:

@@ -39,7 +39,7 @@ def publish_model(body: PublishRequest, user: CurrentUser, session: SessionDep) 
 def unpublish_model(
     user: CurrentUser, session: SessionDep, name: str = Path(max_length=64)
 ) -> list[ModelVersionPublic]:
-    if not re.match(MODEL_NAME_PATTERN, name):
+    if not re.fullmatch(MODEL_NAME_PATTERN, name):
         raise NotFound(f"model {name!r} not found among your models")
     versions = training.unpublish(session, user_id=user.id or 0, name=name)
     return [catalog.to_public(v, {user.id or 0: user.email}) for v in versions]

@@ -75,6 +75,12 @@ def upgrade() -> None:
         batch.alter_column("inputs", existing_type=sa.LargeBinary(), nullable=False)
         batch.drop_column("input_rows")
         batch.drop_column("results")
+    if connection.dialect.name == "postgresql":
+        # Numbers written as text barely compress, and PostgreSQL's default compression of a big value costs
+        # more than writing it: 1.5 MB of a 10,000-row batch took 65 ms to store compressed, 12 ms as it is.
+        op.execute(
+            "ALTER TABLE tasks ALTER COLUMN inputs SET STORAGE EXTERNAL, ALTER COLUMN outputs SET STORAGE EXTERNAL"
+        )
 
 
 def downgrade() -> None:

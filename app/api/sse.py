@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Hashable
-from contextlib import AbstractContextManager
 from typing import Any
 
 from fastapi import Request
@@ -27,31 +25,34 @@ async def state_events(
     event: str,
     changed_by: Callable[[dict[str, Any]], Hashable],
     max_seconds: float,
-    watch: Callable[[], AbstractContextManager[Watch]] | None = None,
+    watch: Watch | None = None,
 ) -> StreamingResponse:
     """One ``event`` with the state now, then one each time ``changed_by(state)`` changes, until it finishes.
 
     The first snapshot is taken before the stream starts, so an unknown id (or
     another user's) is an ordinary 404 rather than a broken stream. With
-    ``watch`` (change notices of the thing watched, registered before that first
-    snapshot) a new snapshot is taken when a notice comes, and at the latest
-    every keep-alive; without it, every ``POLL_SECONDS``.
+    ``watch`` (change notices of the thing watched, registered before this is
+    called, so before that first snapshot; closed when the stream ends) a new
+    snapshot is taken when a notice comes, and at the latest every keep-alive;
+    without it, every ``POLL_SECONDS``.
     """
-    watching = watch().__enter__() if watch is not None else None
     try:
         first = await run_in_threadpool(snapshot)
     except BaseException:
-        if watching is not None:
-            watching.__exit__(None, None, None)
+        if watch is not None:
+            watch.close()
         raise
 
     def frame(state: dict[str, Any]) -> str:
         return f"event: {event}\ndata: {json.dumps(state)}\n\n"
 
     async def stream() -> AsyncIterator[str]:
-        with watching if watching is not None else contextlib.nullcontext():
+        try:
             async for chunk in _frames():
                 yield chunk
+        finally:
+            if watch is not None:
+                watch.close()
 
     async def _frames() -> AsyncIterator[str]:
         current = first
@@ -61,8 +62,8 @@ async def state_events(
         while current["status"] not in FINISHED_STATUSES and loop.time() - started < max_seconds:
             if await request.is_disconnected():
                 return
-            if watching is not None:
-                await watching.next(KEEPALIVE_SECONDS)
+            if watch is not None:
+                await watch.next(KEEPALIVE_SECONDS)
             else:
                 await asyncio.sleep(POLL_SECONDS)
             latest = await run_in_threadpool(snapshot)

@@ -70,11 +70,14 @@ class Watch:
         except TimeoutError:
             return None
 
+    def close(self) -> None:
+        self.hub.forget(self)
+
     def __enter__(self) -> Watch:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.hub.forget(self)
+        self.close()
 
 
 class Watchers:
@@ -99,22 +102,20 @@ class Watchers:
                 if not watches:
                     del self._watches[watch.key]
 
-    def tell(self, keys: Iterable[str], event: str) -> None:
+    def tell(self, keys: Iterable[str] | None, event: str) -> None:
+        """Tells the watchers of ``keys`` (of every key: None) that ``event`` happened."""
         with self._lock:
-            targets = [w for key in keys for w in self._watches.get(key, ())]
-        for watch in targets:
-            watch.loop.call_soon_threadsafe(watch.events.put_nowait, event)
-
-    def tell_all(self, event: str = ANY_CHANGE) -> None:
-        with self._lock:
-            targets = [w for watches in self._watches.values() for w in watches]
+            if keys is None:
+                targets = [w for watches in self._watches.values() for w in watches]
+            else:
+                targets = [w for key in keys for w in self._watches.get(key, ())]
         for watch in targets:
             watch.loop.call_soon_threadsafe(watch.events.put_nowait, event)
 
     def on_notice(self, payload: str | None) -> None:
         """A NOTIFY payload ``event:id,id,…``; None (notices may have been missed) tells every watcher."""
         if payload is None:
-            self.tell_all()
+            self.tell(None, ANY_CHANGE)
             return
         event, _, ids = payload.partition(":")
         self.tell(ids.split(","), event)

@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.errors import Unprocessable
@@ -199,9 +200,16 @@ def _header(reader: Any, features: Sequence[Feature]) -> list[str]:
     if not header or not any(cell.strip() for cell in header):
         raise Unprocessable(f"the first line of the CSV file must be a header naming {_expected(features)}")
     columns = [cell.strip().lstrip("\ufeff").strip() for cell in header]
+    check_columns(columns, features, "the CSV header")
+    return columns
+
+
+def check_columns(columns: Sequence[str], features: Sequence[Feature], what: str) -> None:
+    """Raises :class:`Unprocessable` unless ``columns`` name each feature once and nothing else, in any order;
+    ``what`` says where they come from ("the CSV header")."""
     duplicates = sorted({c for c in columns if columns.count(c) > 1})
     if duplicates:
-        raise Unprocessable(f"the CSV header repeats column(s) {', '.join(map(repr, duplicates))}")
+        raise Unprocessable(f"{what} repeats column(s) {', '.join(map(repr, duplicates))}")
     known = {f.name for f in features}
     missing = [f.name for f in features if f.name not in columns]
     unknown = [c for c in columns if c not in known]
@@ -211,7 +219,28 @@ def _header(reader: Any, features: Sequence[Feature]) -> list[str]:
     if unknown:
         problems.append(f"has unknown column(s) {', '.join(map(repr, unknown))}")
     if problems:
-        raise Unprocessable(f"the CSV header {' and '.join(problems)}; the model expects: {_expected(features)}")
+        raise Unprocessable(f"{what} {' and '.join(problems)}; the model expects: {_expected(features)}")
+
+
+def number_columns(features: Sequence[Feature], rows: list[Any]) -> dict[str, Any] | None:
+    """The common case of a big JSON request, column by column: every feature a number, every row an object
+    with exactly the features as keys and finite floats as values. None sends the rows through
+    :func:`validate_rows`, which accepts each row this accepts, with the same values (and explains every row it
+    refuses)."""
+    if not rows or not features or any(f.type != "number" for f in features):
+        return None
+    width = len(features)
+    if not all(type(row) is dict and len(row) == width for row in rows):
+        return None
+    columns: dict[str, Any] = {}
+    for feature in features:
+        values = [row.get(feature.name) for row in rows]
+        if not all(type(v) is float for v in values):
+            return None
+        array = np.asarray(values, dtype=np.float64)
+        if not np.isfinite(array).all():
+            return None
+        columns[feature.name] = array
     return columns
 
 
@@ -220,8 +249,6 @@ def number_columns_from_csv(text: str, features: Sequence[Feature]) -> dict[str,
     every record well formed with a finite decimal number in each cell. None sends the text through
     :func:`rows_from_csv`, which accepts each row this accepts, with the same values (and explains every row it
     refuses). A bad header raises :class:`Unprocessable`, as there."""
-    import numpy as np
-
     if not features or any(f.type != "number" for f in features):
         return None
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)

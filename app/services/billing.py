@@ -30,8 +30,9 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import orjson
@@ -48,6 +49,8 @@ from app.services import tabular
 from app.services.ledger import LEDGER_CREDITS, LEDGER_ENTRIES, split
 
 log = logging.getLogger("mlmarket.billing")
+Item = TypeVar("Item")
+Outcome = TypeVar("Outcome")
 
 _accounts: sa.Table = Account.__table__  # type: ignore[attr-defined]
 _entries: sa.Table = LedgerEntry.__table__  # type: ignore[attr-defined]
@@ -94,26 +97,34 @@ class Bill:
 
 
 def serve_and_bill(engine: Engine, orders: list[Order], author_share_percent: int) -> list[Bill | BaseException]:
-    """One :class:`Bill` per order, or the error that refused it (that order alone).
+    """One :class:`Bill` per order, or the error that refused it (that order alone)."""
+    return each_alone_on_failure(lambda batch: _serve_and_bill(engine, batch, author_share_percent), orders, "billing")
+
+
+def each_alone_on_failure(
+    write: Callable[[list[Item]], list[Outcome | BaseException]], items: list[Item], what: str
+) -> list[Outcome | BaseException]:
+    """``write(items)`` as one transaction; should the database refuse it, each item alone, so that only the
+    one at fault fails (with a 4xx for bad data, a 503 for an unavailable database).
 
     A connection found dead (the database restarted, or closed it) is replaced and the batch tried once more:
     nothing of a failed transaction was kept.
     """
     try:
         try:
-            return _serve_and_bill(engine, orders, author_share_percent)
+            return write(items)
         except DBAPIError as exc:
             if not exc.connection_invalidated:
                 raise
-            return _serve_and_bill(engine, orders, author_share_percent)
+            return write(items)
     except DBAPIError as exc:
-        if len(orders) == 1:
+        if len(items) == 1:
             return [database_error(exc)]
-        log.warning("billing a batch of %d failed (%s); billing each alone", len(orders), type(exc).__name__)
-    out: list[Bill | BaseException] = []
-    for order in orders:
+        log.warning("%s a batch of %d failed (%s); %s each alone", what, len(items), type(exc).__name__, what)
+    out: list[Outcome | BaseException] = []
+    for item in items:
         try:
-            out.extend(_serve_and_bill(engine, [order], author_share_percent))
+            out.extend(write([item]))
         except DBAPIError as exc:
             out.append(database_error(exc))
     return out

@@ -9,7 +9,6 @@ the batch. Each task still moves money exactly as if it were alone.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,6 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
@@ -30,17 +28,21 @@ from app.models.catalog import ModelVersion
 from app.models.ledger import ChargeHold, EntryKind, HoldStatus, LedgerEntry
 from app.models.task import OPEN_STATUSES, OutboxMessage, Task, TaskStatus
 from app.queue.base import PREDICT_QUEUE
-from app.runtime.schema import Feature, RowError, number_columns_from_csv, rows_from_csv, validate_rows
+from app.runtime.schema import (
+    Feature,
+    RowError,
+    number_columns,
+    number_columns_from_csv,
+    rows_from_csv,
+    validate_rows,
+)
 from app.services import billing, catalog, ledger, oip, tabular
 from app.services.billing import Priced
-
-log = logging.getLogger("mlmarket.predictions")
 
 _tasks: sa.Table = Task.__table__  # type: ignore[attr-defined]
 _holds: sa.Table = ChargeHold.__table__  # type: ignore[attr-defined]
 _entries: sa.Table = LedgerEntry.__table__  # type: ignore[attr-defined]
 _outbox: sa.Table = OutboxMessage.__table__  # type: ignore[attr-defined]
-_versions: sa.Table = ModelVersion.__table__  # type: ignore[attr-defined]
 
 # Who waits for a task in this process (``Prefer: wait``, the event stream): told when a worker's commit
 # starts or finishes it, in this process directly, from others through NOTIFY on TASKS_CHANNEL.
@@ -70,12 +72,23 @@ class PreparedRows:
         return [n for n in range(1, self.total + 1) if n not in rejected]
 
 
+def _check_count(total: int, max_rows: int) -> None:
+    if total > max_rows:
+        raise PayloadTooLarge(f"too many rows: {total}; at most {max_rows} rows per request")
+
+
+def _all_accepted(columns: dict[str, np.ndarray[Any, Any]], max_rows: int) -> PreparedRows:
+    """Columns read whole (app.runtime.schema's column-wise readers): every row accepted."""
+    total = len(next(iter(columns.values())))
+    _check_count(total, max_rows)
+    return PreparedRows(columns=columns, accepted=total, errors=[], total=total)
+
+
 def _checked(
     features: list[Feature], accepted: list[dict[str, Any]], errors: list[RowError], max_rows: int
 ) -> PreparedRows:
     total = len(accepted) + len({e.row for e in errors})
-    if total > max_rows:
-        raise PayloadTooLarge(f"too many rows: {total}; at most {max_rows} rows per request")
+    _check_count(total, max_rows)
     return PreparedRows(
         columns=oip.columns_of_rows(accepted, features),
         accepted=len(accepted),
@@ -85,43 +98,18 @@ def _checked(
 
 
 def prepare_rows(features: list[Feature], rows: list[Any], *, max_rows: int) -> PreparedRows:
-    if len(rows) > max_rows:
-        raise PayloadTooLarge(f"too many rows: {len(rows)}; at most {max_rows} rows per request")
-    columns = _number_columns(features, rows)
+    _check_count(len(rows), max_rows)
+    columns = number_columns(features, rows)
     if columns is not None:
-        return PreparedRows(columns=columns, accepted=len(rows), errors=[], total=len(rows))
+        return _all_accepted(columns, max_rows)
     accepted, errors = validate_rows(features, rows)
     return _checked(features, accepted, errors, max_rows)
-
-
-def _number_columns(features: list[Feature], rows: list[Any]) -> dict[str, np.ndarray[Any, Any]] | None:
-    """The common case of a big request, column by column: every feature a number, every row an object with
-    exactly the features as keys and finite floats as values. None sends the rows through the row-by-row
-    check, which accepts each row this accepts, with the same values (and explains every row it refuses)."""
-    if not rows or any(f.type != "number" for f in features):
-        return None
-    width = len(features)
-    if not all(type(row) is dict and len(row) == width for row in rows):
-        return None
-    columns: dict[str, np.ndarray[Any, Any]] = {}
-    for feature in features:
-        values = [row.get(feature.name) for row in rows]
-        if not all(type(v) is float for v in values):
-            return None
-        array = np.asarray(values, dtype=np.float64)
-        if not np.isfinite(array).all():
-            return None
-        columns[feature.name] = array
-    return columns
 
 
 def prepare_csv(features: list[Feature], text: str, *, max_rows: int) -> PreparedRows:
     columns = number_columns_from_csv(text, features)
     if columns is not None:
-        total = len(next(iter(columns.values())))
-        if total > max_rows:
-            raise PayloadTooLarge(f"too many rows: {total}; at most {max_rows} rows per request")
-        return PreparedRows(columns=columns, accepted=total, errors=[], total=total)
+        return _all_accepted(columns, max_rows)
     accepted, errors = rows_from_csv(text, features)
     return _checked(features, accepted, errors, max_rows)
 
@@ -166,24 +154,7 @@ def submit_many(engine: Engine, submissions: list[Submission]) -> list[Queued | 
     row, and the relays are told (NOTIFY) when the transaction commits. Should the batch fail in the
     database, each submission is tried alone so that only the one at fault fails.
     """
-    try:
-        try:
-            return _submit_many(engine, submissions)
-        except DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
-            return _submit_many(engine, submissions)
-    except DBAPIError as exc:
-        if len(submissions) == 1:
-            return [billing.database_error(exc)]
-        log.warning("queueing a batch of %d failed (%s); queueing each alone", len(submissions), type(exc).__name__)
-    out: list[Queued | BaseException] = []
-    for submission in submissions:
-        try:
-            out.extend(_submit_many(engine, [submission]))
-        except DBAPIError as exc:
-            out.append(billing.database_error(exc))
-    return out
+    return billing.each_alone_on_failure(lambda batch: _submit_many(engine, batch), submissions, "queueing")
 
 
 def _submit_many(engine: Engine, submissions: list[Submission]) -> list[Queued | BaseException]:
@@ -280,12 +251,11 @@ def priced(model: ModelVersion) -> Priced:
 
 
 def get_for_user(
-    session: Session, *, user_id: int, task_id: str, with_data: bool = True, with_inputs: bool = True
+    session: Session, *, user_id: int, task_id: str, with_inputs: bool = True, with_outputs: bool = True
 ) -> Task:
     # The rows and results (megabytes for a big batch) load only when asked for.
-    options = [] if with_data else [defer(Task.inputs), defer(Task.outputs)]  # type: ignore[arg-type]
-    if with_data and not with_inputs:
-        options = [defer(Task.inputs)]  # type: ignore[arg-type]
+    columns = ((Task.inputs, with_inputs), (Task.outputs, with_outputs))
+    options = [defer(c) for c, wanted in columns if not wanted]  # type: ignore[arg-type]
     task = session.get(Task, task_id, options=options) if len(task_id) <= 36 else None
     if task is None or task.user_id != user_id:
         # Another user's task is answered exactly like a missing one.

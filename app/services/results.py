@@ -31,7 +31,7 @@ from sqlmodel import Session
 from app.core.errors import AppError, BadRequest, Conflict, PayloadTooLarge, Unprocessable
 from app.models.catalog import ModelVersion
 from app.models.task import TaskStatus
-from app.runtime.schema import MAX_SAFE_INTEGER, Feature, FeatureType, RowError, convert_value
+from app.runtime.schema import MAX_SAFE_INTEGER, Feature, FeatureType, RowError, check_columns, convert_value
 from app.services import catalog, predictions, tabular
 
 # -- formats ------------------------------------------------------------------------------------------------
@@ -450,21 +450,8 @@ def _accepts(pa: Any, kind: Any) -> bool:
 
 def _columns_of(pa: Any, schema: Any, features: Sequence[Feature]) -> list[str]:
     """The file's columns checked against the model's features, like a CSV header; the text columns."""
-    expected = ", ".join(f.name for f in features)
     names = [name for name in schema.names if not _PANDAS_INDEX.fullmatch(name)]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise Unprocessable(f"the Parquet file repeats column(s) {', '.join(map(repr, duplicates))}")
-    known = {f.name for f in features}
-    missing = [f.name for f in features if f.name not in names]
-    unknown = [n for n in names if n not in known]
-    problems = []
-    if missing:
-        problems.append(f"lacks feature column(s) {', '.join(map(repr, missing))}")
-    if unknown:
-        problems.append(f"has unknown column(s) {', '.join(map(repr, unknown))}")
-    if problems:
-        raise Unprocessable(f"the Parquet file {' and '.join(problems)}; the model expects: {expected}")
+    check_columns(names, features, "the Parquet file")
     text = []
     for f in features:
         kind = schema.field(f.name).type

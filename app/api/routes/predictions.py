@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import json
 import re
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import orjson
@@ -145,7 +146,7 @@ _REQUEST_BODY = {
 }
 
 
-def to_public(task: Task, model: ModelVersion | None, *, with_results: bool = True) -> TaskPublic:
+def to_public(task: Task, model: ModelVersion | ServedModel | None, *, with_results: bool = True) -> TaskPublic:
     return TaskPublic.model_validate(
         task,
         update={
@@ -261,10 +262,7 @@ def _finished(engine: Any, user_id: int, task_id: str, model: ServedModel) -> Ta
         task = predictions.get_for_user(session, user_id=user_id, task_id=task_id, with_inputs=False)
         if task.status not in FINISHED_STATUSES:
             return None
-        return TaskPublic.model_validate(
-            task,
-            update={"model": model.name, "version": model.version, "results": predictions.aligned_results(task)},
-        )
+        return to_public(task, model)
 
 
 async def wait_for_finish(
@@ -374,52 +372,36 @@ def download_results_as(
     return _results(task_id, user.id or 0, session, fmt, vary=format is None)
 
 
-@router.get(
-    "/{task_id}/results.csv",
-    response_class=StreamingResponse,
-    responses={200: {"description": _RESULTS_DESCRIPTION, "content": _RESULTS_CONTENT[results.CSV]}, **_RESULTS_ERRORS},
-)
-def download_results(task_id: str, user: CurrentUser, session: ReadSessionDep) -> StreamingResponse:
-    """The results as CSV; text cells and column names a spreadsheet would run as formulas are prefixed with `'`."""
-    return _results(task_id, user.id or 0, session, results.CSV)
+_DOWNLOAD_SUMMARIES = {
+    results.CSV: "The results as CSV; text cells and column names a spreadsheet would run as formulas are prefixed "
+    "with `'`.",
+    results.JSON: "The results as JSON.",
+    results.ARROW: "The results as an Apache Arrow IPC stream.",
+    results.PARQUET: "The results as an Apache Parquet file.",
+}
 
 
-@router.get(
-    "/{task_id}/results.json",
-    response_class=StreamingResponse,
-    responses={
-        200: {"description": _RESULTS_DESCRIPTION, "content": _RESULTS_CONTENT[results.JSON]},
-        **_RESULTS_ERRORS,
-    },
-)
-def download_results_json(task_id: str, user: CurrentUser, session: ReadSessionDep) -> StreamingResponse:
-    return _results(task_id, user.id or 0, session, results.JSON)
+def _download_as(fmt: str) -> Callable[..., StreamingResponse]:
+    def download(task_id: str, user: CurrentUser, session: ReadSessionDep) -> StreamingResponse:
+        return _results(task_id, user.id or 0, session, fmt)
+
+    download.__doc__ = _DOWNLOAD_SUMMARIES[fmt]
+    return download
 
 
-@router.get(
-    "/{task_id}/results.arrow",
-    response_class=StreamingResponse,
-    responses={
-        200: {"description": _RESULTS_DESCRIPTION, "content": _RESULTS_CONTENT[results.ARROW]},
-        **_RESULTS_ERRORS,
-    },
-)
-def download_results_arrow(task_id: str, user: CurrentUser, session: ReadSessionDep) -> StreamingResponse:
-    """The results as an Apache Arrow IPC stream."""
-    return _results(task_id, user.id or 0, session, results.ARROW)
-
-
-@router.get(
-    "/{task_id}/results.parquet",
-    response_class=StreamingResponse,
-    responses={
-        200: {"description": _RESULTS_DESCRIPTION, "content": _RESULTS_CONTENT[results.PARQUET]},
-        **_RESULTS_ERRORS,
-    },
-)
-def download_results_parquet(task_id: str, user: CurrentUser, session: ReadSessionDep) -> StreamingResponse:
-    """The results as an Apache Parquet file."""
-    return _results(task_id, user.id or 0, session, results.PARQUET)
+# One path per format (`results.csv` is the one clients have used from the start).
+for _fmt in (results.CSV, results.JSON, results.ARROW, results.PARQUET):
+    router.add_api_route(
+        f"/{{task_id}}/results.{_fmt}",
+        _download_as(_fmt),
+        methods=["GET"],
+        name="download_results" if _fmt == results.CSV else f"download_results_{_fmt}",
+        response_class=StreamingResponse,
+        responses={
+            200: {"description": _RESULTS_DESCRIPTION, "content": _RESULTS_CONTENT[_fmt]},
+            **_RESULTS_ERRORS,
+        },
+    )
 
 
 @router.get(
@@ -432,7 +414,9 @@ async def prediction_events(task_id: str, request: Request, user: CurrentUser) -
 
     def snapshot() -> dict[str, Any]:
         with read_session(engine) as session:
-            task = predictions.get_for_user(session, user_id=user.id or 0, task_id=task_id, with_data=False)
+            task = predictions.get_for_user(
+                session, user_id=user.id or 0, task_id=task_id, with_inputs=False, with_outputs=False
+            )
             public = to_public(task, session.get(ModelVersion, task.model_version_id), with_results=False)
             return dict(json.loads(public.model_dump_json()))
 
@@ -443,5 +427,5 @@ async def prediction_events(task_id: str, request: Request, user: CurrentUser) -
         event="status",
         changed_by=lambda state: state["status"],
         max_seconds=SSE_MAX_SECONDS,
-        watch=lambda: predictions.WATCHERS.watch(task_id),
+        watch=predictions.WATCHERS.watch(task_id),
     )

@@ -31,13 +31,9 @@ def _loaded(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def upgrade() -> None:
-    with op.batch_alter_table("tasks") as batch:
-        batch.add_column(sa.Column("inputs", sa.LargeBinary(), nullable=True))
-        batch.add_column(sa.Column("outputs", sa.LargeBinary(), nullable=True))
-        batch.alter_column("row_numbers", existing_type=sa.JSON(), nullable=True)
-    connection = op.get_bind()
-    tasks = sa.table(
+def _tasks() -> sa.TableClause:
+    """The columns of tasks this migration reads and writes, old and new."""
+    return sa.table(
         "tasks",
         sa.column("id", sa.String()),
         sa.column("input_rows", sa.JSON()),
@@ -47,6 +43,15 @@ def upgrade() -> None:
         sa.column("inputs", sa.LargeBinary()),
         sa.column("outputs", sa.LargeBinary()),
     )
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("tasks") as batch:
+        batch.add_column(sa.Column("inputs", sa.LargeBinary(), nullable=True))
+        batch.add_column(sa.Column("outputs", sa.LargeBinary(), nullable=True))
+        batch.alter_column("row_numbers", existing_type=sa.JSON(), nullable=True)
+    connection = op.get_bind()
+    tasks = _tasks()
     last = ""
     while True:
         rows = connection.execute(
@@ -88,16 +93,7 @@ def downgrade() -> None:
         batch.add_column(sa.Column("input_rows", sa.JSON(), nullable=True))
         batch.add_column(sa.Column("results", sa.JSON(), nullable=True))
     connection = op.get_bind()
-    tasks = sa.table(
-        "tasks",
-        sa.column("id", sa.String()),
-        sa.column("input_rows", sa.JSON()),
-        sa.column("results", sa.JSON()),
-        sa.column("row_numbers", sa.JSON()),
-        sa.column("rows_accepted", sa.Integer()),
-        sa.column("inputs", sa.LargeBinary()),
-        sa.column("outputs", sa.LargeBinary()),
-    )
+    tasks = _tasks()
     for task_id, inputs, outputs, row_numbers, accepted in connection.execute(
         sa.select(tasks.c.id, tasks.c.inputs, tasks.c.outputs, tasks.c.row_numbers, tasks.c.rows_accepted)
     ).all():

@@ -33,14 +33,11 @@ from sqlmodel import Session
 
 from app.core.config import Settings
 from app.core.db import make_engine
-from app.models.catalog import ModelTask
 from app.queue.base import PREDICT_QUEUE, dead_queue
-from app.runtime.training import train
 from app.services import ledger, users
-from app.services.demo import publish_trained
-from app.store import make_store
 from tests.http_clients import paying_user
 from tests.ml_worker.test_worker_process import queue_depth, trained_frame, wait_for
+from tests.models import publish_slow_forest
 from tests.real_services import REPO, Workers, as_env, free_port, services_settings
 from tests.s3_server import S3Server
 from tests.samples import DIABETES_ROW
@@ -440,22 +437,10 @@ def test_a_batch_of_a_killed_worker_finishes_exactly_once_on_another(
     serve: Callable[[], ApiProcess],
     tmp_path: Path,
 ) -> None:
-    # A forest big enough that a batch of thousands of rows takes seconds: the kill lands mid-batch.
+    # A batch of thousands of rows takes seconds on this forest: the kill lands mid-batch.
     frame = trained_frame()
-    slow = train(frame, "target", "RandomForestRegressor", {"n_estimators": 300, "random_state": 1}, "regression")
     author = make_author(real_engine, "forest-author@example.com")
-    with Session(real_engine, expire_on_commit=False) as s:
-        publish_trained(
-            s,
-            make_store(real_settings),
-            name="slow-forest",
-            result=slow,
-            task=ModelTask.regression,
-            algorithm="RandomForestRegressor",
-            price_per_row=1,
-            owner_id=author,
-            description="slow",
-        )
+    slow = publish_slow_forest(real_engine, real_settings, frame, owner_id=author)
     api = serve()
     base = api.base_url
     headers_of, top_ups = sign_up(base, [30_000 + i for i in range(3)])

@@ -30,9 +30,9 @@ from app.main import create_app
 from app.models.task import Task
 from app.queue.base import PREDICT_QUEUE, dead_queue
 from app.queue.rabbitmq import RabbitBroker
-from app.runtime.training import train
 from app.services import ledger, predictions
 from app.services.outbox import OutboxRelay
+from tests.models import publish_slow_forest
 from tests.real_services import Workers, services_settings
 from tests.s3_server import S3Server
 from tests.samples import DIABETES_ROW
@@ -202,25 +202,8 @@ def test_a_worker_killed_mid_task_loses_nothing_and_charges_once(
     engine: Engine,
     settings: Settings,
 ) -> None:
-    # A forest big enough that predicting a few thousand rows takes a while, so the kill lands mid-task.
-    from app.models.catalog import ModelTask
-    from app.services.demo import publish_trained
-    from app.store import make_store
-
     frame = trained_frame()
-    slow = train(frame, "target", "RandomForestRegressor", {"n_estimators": 300, "random_state": 1}, "regression")
-    with Session(real_engine, expire_on_commit=False) as s:
-        publish_trained(
-            s,
-            make_store(real_settings),
-            name="slow-forest",
-            result=slow,
-            task=ModelTask.regression,
-            algorithm="RandomForestRegressor",
-            price_per_row=1,
-            owner_id=None,
-            description="slow",
-        )
+    publish_slow_forest(real_engine, real_settings, frame)
     victim = workers.start()
     headers = signed_in(api, 10_000)
     rows = frame.drop(columns="target").sample(5000, replace=True, random_state=0).to_dict("records")

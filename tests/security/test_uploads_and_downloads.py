@@ -9,15 +9,12 @@ from typing import Any
 import pandas as pd
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
 from app.core.config import Settings
 from app.core.handlers import BodySizeLimitMiddleware
 from app.models.catalog import ModelTask
-from app.runtime.training import train
-from app.services.demo import publish_trained
-from app.store import make_store
 from tests.api.routes.test_predictions import PREDICT, top_up, wait_finished
+from tests.models import train_and_publish
 
 MIB = 1024 * 1024
 
@@ -63,19 +60,16 @@ def test_results_csv_neutralises_formulas_in_author_controlled_labels(
     # An author controls the class labels of a model: make them spreadsheet formulas.
     frame = pd.DataFrame({"x": [float(n) for n in range(40)]})
     frame["label"] = ['=HYPERLINK("http://evil")' if n < 20 else "@SUM(A1)" for n in range(40)]
-    result = train(frame, "label", "LogisticRegression", {}, "classification")
-    with Session(engine, expire_on_commit=False) as s:
-        publish_trained(
-            s,
-            make_store(settings),
-            name="labels",
-            result=result,
-            task=ModelTask.classification,
-            algorithm="LogisticRegression",
-            price_per_row=1,
-            owner_id=None,
-            description="formula labels",
-        )
+    train_and_publish(
+        engine,
+        settings,
+        name="labels",
+        frame=frame,
+        target="label",
+        algorithm="LogisticRegression",
+        task=ModelTask.classification,
+        description="formula labels",
+    )
     headers = make_user()
     top_up(client, headers, 10)
     task_id = client.post(PREDICT, json={"model": "labels", "rows": [{"x": 1.0}, {"x": 39.0}]}, headers=headers).json()[

@@ -21,11 +21,10 @@ from sqlmodel import Session
 from app.core.config import Settings
 from app.main import create_app
 from app.models.catalog import ModelTask, ModelVersion
-from app.runtime.training import demo_models, train
+from app.runtime.training import demo_models
 from app.services import ledger, users
-from app.services.demo import publish_trained
-from app.store import make_store
 from tests.conftest import TEST_SECRET
+from tests.models import train_and_publish
 
 REPO = Path(__file__).resolve().parents[2]
 IRIS = ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"]
@@ -56,20 +55,19 @@ def test_a_model_that_does_not_match_is_served_by_its_pipeline(
 ) -> None:
     iris = next(spec for spec in demo_models() if spec.name == "iris-forest").load_frame()
     # distance-weighted neighbours: the ONNX converter weighs them uniformly, and the parity check catches it
-    result = train(iris, "species", "KNeighborsClassifier", {"weights": "distance", "n_neighbors": 7}, "classification")
     with Session(engine, expire_on_commit=False) as session:
         author = users.create_user(session, email="knn-author@example.com", password="author-password")
-        model = publish_trained(
-            session,
-            make_store(settings),
-            name="iris-knn",
-            result=result,
-            task=ModelTask.classification,
-            algorithm="KNeighborsClassifier",
-            price_per_row=1,
-            owner_id=author.id,
-            description="",
-        )
+    result, model = train_and_publish(
+        engine,
+        settings,
+        name="iris-knn",
+        frame=iris,
+        target="species",
+        algorithm="KNeighborsClassifier",
+        task=ModelTask.classification,
+        params={"weights": "distance", "n_neighbors": 7},
+        owner_id=author.id,
+    )
     assert model.runtime == "sklearn" and model.onnx_md5 is None
     assert model.compile_note and model.compile_note.startswith("served by scikit-learn:")
     assert client.get("/v2/models/iris-knn").json()["platform"] == "mlmarket-sklearn"

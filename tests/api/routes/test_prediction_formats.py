@@ -15,18 +15,15 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
 from app.core.config import Settings
 from app.main import create_app
 from app.models.catalog import ModelTask
 from app.runtime.schema import Feature
-from app.runtime.training import train
 from app.services import results
-from app.services.demo import publish_trained
-from app.store import make_store
 from tests.api.routes.test_predictions import PREDICT, balance, top_up, wait_finished
 from tests.conftest import make_settings
+from tests.models import train_and_publish
 from tests.samples import DIABETES_ROW
 
 FEATURES = list(DIABETES_ROW)
@@ -308,19 +305,16 @@ def _publish_formula_model(engine: Engine, settings: Settings) -> list[Feature]:
     """A model whose author named a feature like a formula and whose labels are formulas."""
     frame = pd.DataFrame({"=city": ["a", "b", "c", "d"] * 10, "x": [float(n) for n in range(40)]})
     frame["label"] = ["@SUM(A1)" if n < 20 else "+1" for n in range(40)]
-    result = train(frame, "label", "LogisticRegression", {}, "classification")
-    with Session(engine, expire_on_commit=False) as s:
-        publish_trained(
-            s,
-            make_store(settings),
-            name="formulas",
-            result=result,
-            task=ModelTask.classification,
-            algorithm="LogisticRegression",
-            price_per_row=1,
-            owner_id=None,
-            description="formula names",
-        )
+    result, _ = train_and_publish(
+        engine,
+        settings,
+        name="formulas",
+        frame=frame,
+        target="label",
+        algorithm="LogisticRegression",
+        task=ModelTask.classification,
+        description="formula names",
+    )
     return list(result.features)
 
 

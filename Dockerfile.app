@@ -12,11 +12,17 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /build
+# The lock file first (a layer that changes only with the dependencies): the core and the `api`
+# extra, every version pinned and every file hashed (requirements/lock.sh writes it). No web UI
+# packages (streamlit, pydeck) reach this image.
+COPY requirements/api.txt ./requirements.txt
+RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements.txt
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY ml_worker ./ml_worker
-# A regular (not editable) install: the runtime stage needs only /opt/venv, no source tree.
-RUN pip install --no-cache-dir . && pip check
+# A regular (not editable) install of mlmarket alone: its dependencies all came from the lock
+# file, and pip check fails the build if the lock file misses one.
+RUN pip install --no-cache-dir --no-deps . && pip check
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="mlmarket-app" \

@@ -24,6 +24,9 @@ ensure_services() {
 log "installing into .venv"
 ensure_venv "[dev]"
 .venv/bin/python -c "import pytest, hypothesis"
+# The buyers' Python client, its own distribution: installed as a buyer would, tested in tests/clients.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check ./clients/python 2>&1 | grep -v '^WARNING: Location' || true
+.venv/bin/python -c "import mlmarket_client"
 
 ensure_services
 bash scripts/install_tools.sh  # helm for tests/helm, into .tools/

@@ -220,7 +220,9 @@ def test_default_autoscaling_bounds_are_the_documented_ones() -> None:
         )
         for component in ("app", "worker", "webui")
     }
-    assert bounds == {"app": (1, 10, 50), "worker": (1, 10, 50), "webui": (1, 3, 75)}
+    assert bounds == {"app": (2, 10, 50), "worker": (1, 10, 50), "webui": (1, 3, 75)}
+    # The web UI's HPA is off by default: more than one Streamlit pod needs session affinity.
+    assert [DEFAULTS[c]["autoscaling"]["enabled"] for c in ("app", "worker", "webui")] == [True, True, False]
 
 
 @pytest.mark.parametrize(
@@ -230,7 +232,9 @@ def test_default_autoscaling_bounds_are_the_documented_ones() -> None:
         (
             "app.autoscaling.maxReplicas=7",
             "worker.autoscaling.minReplicas=2",
+            "webui.autoscaling.enabled=true",
             "webui.autoscaling.targetCPUUtilizationPercentage=60",
+            "webui.service.sessionAffinity=ClientIP",
         ),
     ],
     ids=["defaults", "overridden"],
@@ -244,9 +248,9 @@ def test_hpa_bounds_equal_values(manifests: Load, sets: tuple[str, ...]) -> None
         *parents, leaf = path.split(".")
         for part in parents:
             node = node[part]
-        node[leaf] = int(value)
+        node[leaf] = {"true": True, "false": False}.get(value, int(value) if value.isdigit() else value)
     hpas = {component_of(h): h for h in by_kind(docs, "HorizontalPodAutoscaler")}
-    assert set(hpas) == {"app", "worker", "webui"}
+    assert set(hpas) == {c for c in ("app", "worker", "webui") if values[c]["autoscaling"]["enabled"]}
     for component, hpa in hpas.items():
         wanted = values[component]["autoscaling"]
         spec = hpa["spec"]
@@ -269,28 +273,57 @@ def test_hpa_bounds_equal_values(manifests: Load, sets: tuple[str, ...]) -> None
 def test_replicas_are_fixed_when_autoscaling_is_off(manifests: Load) -> None:
     docs = manifests(MINIMAL, sets=("app.autoscaling.enabled=false", "app.replicaCount=3"))
     assert named(docs, "Deployment", f"{FULLNAME}-app")["spec"]["replicas"] == 3
-    assert {component_of(h) for h in by_kind(docs, "HorizontalPodAutoscaler")} == {"worker", "webui"}
+    assert {component_of(h) for h in by_kind(docs, "HorizontalPodAutoscaler")} == {"worker"}
 
 
-def test_keda_scales_workers_on_the_predict_queue(manifests: Load) -> None:
+def test_keda_scales_workers_on_every_task_queue_counting_unacknowledged_messages(manifests: Load) -> None:
+    """A training job, or a task a worker holds unacknowledged, keeps its worker."""
+    from app.queue.base import PREDICT_QUEUE, TRAIN_QUEUE
+
     docs = manifests(KEDA)
     assert {component_of(h) for h in by_kind(docs, "HorizontalPodAutoscaler")} == {"app"}
     assert "replicas" not in named(docs, "Deployment", f"{FULLNAME}-worker")["spec"]
     scaled = named(docs, "ScaledObject", f"{FULLNAME}-worker")["spec"]
     assert scaled["scaleTargetRef"]["name"] == f"{FULLNAME}-worker"
-    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (0, 20)
-    (trigger,) = scaled["triggers"]
-    assert trigger["type"] == "rabbitmq"
-    assert trigger["metadata"] == {
-        "protocol": "amqp",
-        "queueName": "tasks.predict",
-        "mode": "QueueLength",
-        "value": "10",
-    }
-    auth = named(docs, "TriggerAuthentication", trigger["authenticationRef"]["name"])
-    assert auth["spec"]["secretTargetRef"] == [
-        {"parameter": "host", "name": "mlmarket-secrets", "key": "MLMARKET_BROKER_URL"}
-    ]
+    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (1, 20)
+    triggers = {t["metadata"]["queueName"]: t for t in scaled["triggers"]}
+    assert set(triggers) == {PREDICT_QUEUE, TRAIN_QUEUE}
+    for queue, value in ((PREDICT_QUEUE, "10"), (TRAIN_QUEUE, "1")):
+        trigger = triggers[queue]
+        assert trigger["type"] == "rabbitmq"
+        # The management API (http) counts ready and unacknowledged messages; amqp counts ready ones only.
+        assert trigger["metadata"] == {"protocol": "http", "queueName": queue, "mode": "QueueLength", "value": value}
+        auth = named(docs, "TriggerAuthentication", trigger["authenticationRef"]["name"])
+        assert auth["spec"]["secretTargetRef"] == [
+            {"parameter": "host", "name": "mlmarket-secrets", "key": "MLMARKET_BROKER_MANAGEMENT_URL"}
+        ]
+    # Scaling down is slow and one pod at a time, so a short lull does not stop busy workers.
+    scale_down = scaled["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
+    assert scale_down["stabilizationWindowSeconds"] >= 60
+    assert scale_down["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 60}]
+
+
+def test_keda_defaults_keep_a_worker_and_watch_every_queue_a_worker_consumes() -> None:
+    from app.queue.base import PREDICT_QUEUE, TRAIN_QUEUE
+
+    keda = DEFAULTS["keda"]
+    assert keda["minReplicaCount"] >= 1
+    assert {q["name"] for q in keda["queues"]} == {PREDICT_QUEUE, TRAIN_QUEUE}
+
+
+def test_keda_needs_the_management_api_url(render: Callable[..., str], manifests: Load) -> None:
+    sets = ("keda.enabled=true", "worker.autoscaling.enabled=false")
+    with pytest.raises(RenderError, match=r"keda\.enabled needs RabbitMQ's management API URL"):
+        render(PRODUCTION, sets=sets)
+    docs = manifests(PRODUCTION, sets=(*sets, "secrets.brokerManagementUrl=http://mlmarket:PASSWORD@rabbitmq:15672/"))
+    secret = named(docs, "Secret", FULLNAME)
+    url = base64.b64decode(secret["data"]["MLMARKET_BROKER_MANAGEMENT_URL"]).decode()
+    assert url.startswith("http://") and url.endswith(":15672/")
+    auth = named(docs, "TriggerAuthentication", f"{FULLNAME}-worker-rabbitmq")
+    assert auth["spec"]["secretTargetRef"][0]["name"] == FULLNAME
+    own = manifests(PRODUCTION, sets=(*sets, "keda.hostSecret.name=rabbitmq-management", "keda.hostSecret.key=url"))
+    auth = named(own, "TriggerAuthentication", f"{FULLNAME}-worker-rabbitmq")
+    assert auth["spec"]["secretTargetRef"] == [{"parameter": "host", "name": "rabbitmq-management", "key": "url"}]
 
 
 def test_keda_and_the_worker_hpa_together_fail_the_render(render: Callable[..., str]) -> None:
@@ -302,9 +335,20 @@ def test_keda_and_the_worker_hpa_together_fail_the_render(render: Callable[..., 
 def test_every_deployment_has_a_disruption_budget(ci_docs: list[Manifest]) -> None:
     budgets = {component_of(p): p for p in by_kind(ci_docs, "PodDisruptionBudget")}
     for deployment in by_kind(ci_docs, "Deployment"):
-        budget = budgets[component_of(deployment)]
+        component = component_of(deployment)
+        budget = budgets[component]
         assert budget["spec"]["selector"] == deployment["spec"]["selector"]
-        assert budget["spec"]["maxUnavailable"] == 1
+        if component == "app":
+            # One API pod keeps serving while a node drains: at least 2 replicas, 1 always available.
+            assert budget["spec"] == {**budget["spec"], "minAvailable": 1}
+            assert "maxUnavailable" not in budget["spec"]
+            fewest = (
+                deployment["spec"].get("replicas")
+                or named(ci_docs, "HorizontalPodAutoscaler", deployment["metadata"]["name"])["spec"]["minReplicas"]
+            )
+            assert fewest >= 2
+        else:
+            assert budget["spec"]["maxUnavailable"] == 1
 
 
 # --- RBAC ---------------------------------------------------------------------------------------
@@ -320,7 +364,7 @@ def documented_rbac_rules() -> list[tuple[str, str, str]]:
 
 @pytest.mark.parametrize("values", [MINIMAL, PRODUCTION], ids=lambda p: p.name)
 def test_rbac_grants_exactly_the_documented_rules(manifests: Load, values: Path) -> None:
-    docs = manifests(values)
+    docs = manifests(values, sets=("rbac.create=true",))
     assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
     (role,) = by_kind(docs, "Role")
     secret = "mlmarket-secrets" if values == MINIMAL else FULLNAME
@@ -346,9 +390,11 @@ def test_rbac_grants_exactly_the_documented_rules(manifests: Load, values: Path)
     assert sorted(s["name"] for s in binding["subjects"]) == [f"{FULLNAME}-app", f"{FULLNAME}-worker"]
 
 
-def test_rbac_can_be_left_out(manifests: Load) -> None:
-    docs = manifests(MINIMAL, sets=("rbac.create=false",))
-    assert not by_kind(docs, "Role") and not by_kind(docs, "RoleBinding")
+def test_no_rbac_object_is_rendered_unless_asked_for(ci_docs: list[Manifest]) -> None:
+    """Nothing calls the Kubernetes API, so by default no Role grants anyone the release's Secret."""
+    assert DEFAULTS["rbac"]["create"] is False
+    for kind in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"):
+        assert not by_kind(ci_docs, kind)
 
 
 # --- migrations and secrets ---------------------------------------------------------------------
@@ -395,16 +441,32 @@ def test_migrations_can_be_switched_off(manifests: Load) -> None:
     assert not hooks(manifests(MINIMAL, sets=("migrations.enabled=false",)), "pre-install")
 
 
-def test_a_generated_secret_key_is_strong_and_shared_with_the_migrations(manifests: Load) -> None:
-    docs = manifests(PRODUCTION, sets=("secrets.secretKey=",))
+def test_the_secret_key_is_the_same_on_every_render(helm: Callable[..., Any], manifests: Load) -> None:
+    """A GitOps sync renders the chart again each time: the key that signs tokens must not change."""
+    first = helm("template", "mlmarket", str(CHART), "--namespace", "mlmarket", "-f", str(PRODUCTION))
+    second = helm("template", "mlmarket", str(CHART), "--namespace", "mlmarket", "-f", str(PRODUCTION))
+    assert first.returncode == 0 and first.stdout == second.stdout
+    docs = manifests(PRODUCTION)
     keys = {
         doc["metadata"]["name"]: base64.b64decode(doc["data"]["MLMARKET_SECRET_KEY"]).decode()
         for doc in by_kind(docs, "Secret")
     }
     assert set(keys) == {FULLNAME, f"{FULLNAME}-migrate"}
-    assert len(set(keys.values())) == 1
-    (key,) = set(keys.values())
-    assert len(key) >= 32
+    assert set(keys.values()) == {yaml.safe_load(PRODUCTION.read_text())["secrets"]["secretKey"]}
+    # No template asks the cluster (lookup) or the dice (rand*) for a value.
+    for template in (CHART / "templates").rglob("*"):
+        if template.is_file():
+            text = template.read_text()
+            assert "lookup " not in text and "randAlpha" not in text, template.name
+
+
+def test_a_missing_secret_key_fails_the_render_and_names_both_ways_out(render: Callable[..., str]) -> None:
+    with pytest.raises(RenderError) as failure:
+        render(PRODUCTION, sets=("secrets.secretKey=",))
+    text = str(failure.value)
+    assert "secrets.secretKey is empty" in text
+    assert "secrets.existingSecret" in text
+    assert "never generates one" in text
 
 
 def test_an_existing_secret_is_used_and_no_secret_is_rendered(manifests: Load) -> None:

@@ -31,6 +31,17 @@ def newest_known_version() -> str:
 KUBERNETES_VERSIONS = [OLDEST_SUPPORTED, newest_known_version()]
 
 
+def test_ci_validates_the_production_keda_and_openshift_value_sets_on_the_oldest_and_newest_kubernetes(
+    kubernetes_validate: list[str],
+) -> None:
+    from kubernetes_validate import utils
+
+    assert {p.name for p in CI_VALUES} >= {"production-values.yaml", "keda-values.yaml", "openshift-values.yaml"}
+    known = [tuple(int(part) for part in v.split(".")) for v in utils.all_versions()]
+    assert KUBERNETES_VERSIONS[-1] == ".".join(map(str, max(known)))
+    assert KUBERNETES_VERSIONS[0] == OLDEST_SUPPORTED and OLDEST_SUPPORTED.startswith("1.29.")
+
+
 def validate(command: list[str], text: str, version: str) -> subprocess.CompletedProcess[str]:
     # kubernetes-validate reads stdin ("-") once, so each version is its own run.
     return subprocess.run(

@@ -54,13 +54,21 @@ metadata:
   labels:
     {{- include "mlmarket.labels" . | nindent 4 }}
 spec:
+  {{- if hasKey .values.pdb "minAvailable" }}
+  minAvailable: {{ .values.pdb.minAvailable }}
+  {{- else }}
   maxUnavailable: {{ .values.pdb.maxUnavailable }}
+  {{- end }}
   selector:
     matchLabels:
       {{- include "mlmarket.selectorLabels" . | nindent 6 }}
 {{- end -}}
 
-{{/* httpGet startup, liveness and readiness probes: (dict "values" .Values.app "port" "http" "live" "/x" "ready" "/y") */}}
+{{/*
+httpGet startup, liveness and readiness probes: (dict "values" .Values.app "port" "http" "live" "/x" "ready" "/y").
+Liveness asks only whether the process answers (a restart cures nothing else); readiness may wait
+longer (probes.readinessFailureThreshold) before taking a pod out of its Service.
+*/}}
 {{- define "mlmarket.probes" -}}
 {{- $probes := .values.probes -}}
 startupProbe:
@@ -83,7 +91,7 @@ readinessProbe:
     port: {{ .port }}
   periodSeconds: {{ $probes.periodSeconds }}
   timeoutSeconds: {{ $probes.timeoutSeconds }}
-  failureThreshold: {{ $probes.failureThreshold }}
+  failureThreshold: {{ $probes.readinessFailureThreshold | default $probes.failureThreshold }}
 {{- end -}}
 
 {{/* node placement of a component's pods */}}
@@ -115,18 +123,50 @@ topologySpreadConstraints:
       port: 53
 {{- end -}}
 
-{{/* egress of the pods that reach the database, the broker and S3 (API, worker) */}}
+{{/*
+egress of the pods that reach the database, the broker and S3 (API, worker): each port to its
+peers when networkPolicy.egress.*To names them, else to any destination; the EKS Pod Identity
+agent and the instance metadata service only when a value says so.
+*/}}
 {{- define "mlmarket.servicesEgress" -}}
 {{- $egress := .Values.networkPolicy.egress -}}
+{{- $rules := list
+  (dict "to" $egress.databaseTo "ports" (list $egress.databasePort))
+  (dict "to" $egress.brokerTo "ports" (list $egress.brokerPort))
+  (dict "to" $egress.s3To "ports" $egress.s3Ports) -}}
+{{- range $rules }}
+{{- if .ports }}
 - ports:
-    - protocol: TCP
-      port: {{ $egress.databasePort }}
-    - protocol: TCP
-      port: {{ $egress.brokerPort }}
-    {{- range $egress.s3Ports }}
+    {{- range .ports }}
     - protocol: TCP
       port: {{ . }}
     {{- end }}
+  {{- with .to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+{{- end }}
+{{- if $egress.podIdentity }}
+# EKS Pod Identity agent: S3 credentials for the pod's service account.
+- to:
+    - ipBlock:
+        cidr: 169.254.170.23/32
+    - ipBlock:
+        cidr: fd00:ec2::23/128
+  ports:
+    - protocol: TCP
+      port: 80
+{{- end }}
+{{- if $egress.instanceMetadata }}
+# Instance metadata service (IMDS): the node's credentials and region.
+- to:
+    - ipBlock:
+        cidr: 169.254.169.254/32
+  ports:
+    - protocol: TCP
+      port: 80
+{{- end }}
 {{- with $egress.extraTo }}
 {{ toYaml . }}
 {{- end }}

@@ -73,13 +73,17 @@ imagePullSecrets:
 
 {{/*
 Security contexts that meet the "restricted" Pod Security Standard. They are not values on
-purpose: the images run as uid 10001 and need nothing more.
+purpose: the images run as uid 10001 and need nothing more. With `openshift: true` the uid, gid
+and fsGroup are left out, for the platform to assign (OpenShift's restricted-v2 SCC refuses a
+uid outside the namespace's range); everything else stays.
 */}}
 {{- define "mlmarket.podSecurityContext" -}}
 runAsNonRoot: true
+{{- if not .Values.openshift }}
 runAsUser: 10001
 runAsGroup: 10001
 fsGroup: 10001
+{{- end }}
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
@@ -88,8 +92,10 @@ seccompProfile:
 allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 runAsNonRoot: true
+{{- if not .Values.openshift }}
 runAsUser: 10001
 runAsGroup: 10001
+{{- end }}
 capabilities:
   drop:
     - ALL
@@ -110,30 +116,9 @@ seccompProfile:
 {{- default (printf "http://%s:%d" (include "mlmarket.componentName" (dict "ctx" . "component" "app")) (int .Values.app.service.port)) .Values.webui.apiUrl -}}
 {{- end -}}
 
-{{/*
-MLMARKET_SECRET_KEY of the chart's own Secret: the value given, else the one already in the
-cluster (so upgrades keep every token valid), else a new random one. The new one is remembered
-in .Values for the rest of this render, so the migration hook's copy and the Secret agree.
-*/}}
-{{- define "mlmarket.secretKey" -}}
-{{- if .Values.secrets.secretKey -}}
-{{- .Values.secrets.secretKey -}}
-{{- else -}}
-{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "mlmarket.fullname" .) -}}
-{{- if and $existing $existing.data (hasKey $existing.data "MLMARKET_SECRET_KEY") -}}
-{{- index $existing.data "MLMARKET_SECRET_KEY" | b64dec -}}
-{{- else -}}
-{{- if not (hasKey .Values "generatedSecretKey") -}}
-{{- $_ := set .Values "generatedSecretKey" (randAlphaNum 48) -}}
-{{- end -}}
-{{- .Values.generatedSecretKey -}}
-{{- end -}}
-{{- end -}}
-{{- end -}}
-
 {{/* data of the chart's own Secret (used by the Secret and by the migration hook's copy) */}}
 {{- define "mlmarket.secretData" -}}
-MLMARKET_SECRET_KEY: {{ include "mlmarket.secretKey" . | b64enc | quote }}
+MLMARKET_SECRET_KEY: {{ .Values.secrets.secretKey | b64enc | quote }}
 MLMARKET_DATABASE_URL: {{ .Values.secrets.databaseUrl | b64enc | quote }}
 MLMARKET_BROKER_URL: {{ .Values.secrets.brokerUrl | b64enc | quote }}
 {{- with .Values.secrets.s3AccessKeyId }}
@@ -141,6 +126,9 @@ MLMARKET_S3_ACCESS_KEY_ID: {{ . | b64enc | quote }}
 {{- end }}
 {{- with .Values.secrets.s3SecretAccessKey }}
 MLMARKET_S3_SECRET_ACCESS_KEY: {{ . | b64enc | quote }}
+{{- end }}
+{{- with .Values.secrets.brokerManagementUrl }}
+MLMARKET_BROKER_MANAGEMENT_URL: {{ . | b64enc | quote }}
 {{- end }}
 {{- end -}}
 
@@ -202,8 +190,10 @@ checksum/secret: {{ include "mlmarket.secretData" . | sha256sum }}
 {{- if not $secrets.brokerUrl -}}
 {{- $errors = append $errors (printf "secrets.brokerUrl is empty: set it to amqp://USER:PASSWORD@HOST:5672/ %s" $hint) -}}
 {{- end -}}
-{{- if and (eq .Values.config.env "production") $secrets.secretKey (lt (len $secrets.secretKey) 32) -}}
-{{- $errors = append $errors "secrets.secretKey must be at least 32 characters in production (or leave it empty to have one generated and kept)" -}}
+{{- if not $secrets.secretKey -}}
+{{- $errors = append $errors (printf "secrets.secretKey is empty: set it to a random value of at least 32 characters (e.g. `openssl rand -hex 32`) %s; the chart never generates one, so that every render (helm upgrade, a GitOps sync) keeps the same key and nobody is signed out" $hint) -}}
+{{- else if and (eq .Values.config.env "production") (lt (len $secrets.secretKey) 32) -}}
+{{- $errors = append $errors "secrets.secretKey must be at least 32 characters in production" -}}
 {{- end -}}
 {{- if and $secrets.s3AccessKeyId (not $secrets.s3SecretAccessKey) -}}
 {{- $errors = append $errors "secrets.s3AccessKeyId is set but secrets.s3SecretAccessKey is empty: set both, or neither to use the AWS credential chain" -}}
@@ -222,6 +212,23 @@ checksum/secret: {{ include "mlmarket.secretData" . | sha256sum }}
 {{- end -}}
 {{- if and .Values.keda.enabled (gt (int .Values.keda.minReplicaCount) (int .Values.keda.maxReplicaCount)) -}}
 {{- $errors = append $errors "keda.minReplicaCount is larger than keda.maxReplicaCount" -}}
+{{- end -}}
+{{- if and .Values.keda.enabled (not .Values.keda.hostSecret.name) (not $secrets.existingSecret) (not $secrets.brokerManagementUrl) -}}
+{{- $errors = append $errors "keda.enabled needs RabbitMQ's management API URL: set secrets.brokerManagementUrl (http://USER:PASSWORD@HOST:15672/), or keda.hostSecret.name and keda.hostSecret.key naming a Secret that holds it" -}}
+{{- end -}}
+{{- $app := .Values.app -}}
+{{- if $app.pdb.enabled -}}
+{{- $fewest := ternary $app.autoscaling.minReplicas $app.replicaCount $app.autoscaling.enabled | int -}}
+{{- if ge (int $app.pdb.minAvailable) $fewest -}}
+{{- $errors = append $errors (printf "app.pdb.minAvailable (%d) must be below the API's replicas (%d, %s): otherwise the disruption budget never lets a node drain" (int $app.pdb.minAvailable) $fewest (ternary "app.autoscaling.minReplicas" "app.replicaCount" $app.autoscaling.enabled)) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (gt (int $app.preStopSleepSeconds) 0) (ge (int $app.preStopSleepSeconds) (int $app.terminationGracePeriodSeconds)) -}}
+{{- $errors = append $errors "app.preStopSleepSeconds must be shorter than app.terminationGracePeriodSeconds: the pod needs time left to finish its requests" -}}
+{{- end -}}
+{{- $webui := .Values.webui -}}
+{{- if and $webui.enabled (or $webui.autoscaling.enabled (gt (int $webui.replicaCount) 1)) (ne $webui.service.sessionAffinity "ClientIP") -}}
+{{- $errors = append $errors "more than one web UI replica needs session affinity (a Streamlit session and its uploads live in one pod): set webui.service.sessionAffinity=ClientIP and cookie affinity on the Ingress (see the chart README), or keep webui.replicaCount=1 with webui.autoscaling.enabled=false" -}}
 {{- end -}}
 {{- range $component := list "app" "worker" "webui" -}}
 {{- $autoscaling := (index $.Values $component).autoscaling -}}

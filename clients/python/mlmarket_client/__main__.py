@@ -1,0 +1,3 @@
+from mlmarket_client.cli import main
+
+raise SystemExit(main())

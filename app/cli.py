@@ -1,4 +1,4 @@
-"""The ``mlmarket`` command: serve, migrate, create-admin, ledger verify, models compile, demo-init."""
+"""The ``mlmarket`` command: serve, migrate, create-admin, ledger verify, models compile, store gc, demo-init."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.core.logging import configure_logging
-    from app.main import create_app
+    from app.main import create_app, uvicorn_proxy_options
 
     settings = _settings()
     host = args.host or settings.host
@@ -40,7 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "host": host,
         "port": port,
         "log_level": settings.log_level,
-        "proxy_headers": True,
+        **uvicorn_proxy_options(settings),
         "log_config": None,
         # Longer than the idle time of common clients' pools (httpx and requests keep 5 s): a client never
         # sends a request on a connection the server is closing at that very moment.
@@ -170,6 +170,35 @@ def cmd_models_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_store_gc(args: argparse.Namespace) -> int:
+    from sqlmodel import Session
+
+    from app.core.db import make_engine
+    from app.store import gc, make_store
+
+    settings = _settings()
+    grace = settings.store_gc_grace_seconds if args.grace_seconds is None else args.grace_seconds
+    engine = make_engine(settings)
+    try:
+        with Session(engine) as session:
+            sweep = gc.collect(session, make_store(settings), grace_seconds=grace, dry_run=args.dry_run)
+    finally:
+        engine.dispose()
+    if args.json:
+        listed = [{"md5": o.md5, "size": o.size, "modified": o.modified.isoformat()} for o in sweep.orphans]
+        print(json.dumps({"dry_run": args.dry_run, "orphans": listed, "removed": len(sweep.removed)}, indent=2))
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    for obj in sweep.orphans if args.dry_run else sweep.removed:
+        print(f"{verb} {obj.md5} ({obj.size} bytes, stored {obj.modified:%Y-%m-%d %H:%M:%S} UTC)")
+    done = sweep.orphans if args.dry_run else sweep.removed
+    print(
+        f"{verb} {len(done)} unused objects ({sum(o.size for o in done)} bytes); kept {sweep.kept_in_use} in use "
+        f"and {sweep.kept_recent} unused but younger than {grace:.0f}s"
+    )
+    return 0 if args.dry_run or len(sweep.removed) == len(sweep.orphans) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlmarket", description="mlmarket prediction marketplace")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -207,6 +236,21 @@ def build_parser() -> argparse.ArgumentParser:
     compile_cmd.add_argument("--name", default=None, help="only this model's versions")
     compile_cmd.add_argument("--force", action="store_true", help="compile versions that are compiled already")
     compile_cmd.set_defaults(func=cmd_models_compile)
+
+    store_cmd = sub.add_parser("store", help="artifact store tools")
+    store_sub = store_cmd.add_subparsers(dest="store_command", required=True)
+    gc_cmd = store_sub.add_parser(
+        "gc", help="remove objects no dataset, training job or model uses (failed and deleted jobs' files)"
+    )
+    gc_cmd.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    gc_cmd.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=None,
+        help="keep unused objects younger than this (default MLMARKET_STORE_GC_GRACE_SECONDS)",
+    )
+    gc_cmd.add_argument("--json", action="store_true", help="print the objects found as JSON")
+    gc_cmd.set_defaults(func=cmd_store_gc)
     return parser
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
+from fastapi.security.utils import get_authorization_scheme_param
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlmodel import Session
 
@@ -18,19 +21,27 @@ from app.api.router import api_router
 from app.api.routes import health, inference
 from app.core import metrics as metrics_
 from app.core.config import Settings, get_settings
-from app.core.db import make_engine
-from app.core.handlers import BodySizeLimitMiddleware, RequestIdMiddleware, install_error_handlers
+from app.core.db import make_engine, read_session
+from app.core.errors import Unauthorized
+from app.core.handlers import (
+    BodySizeLimitMiddleware,
+    RequestIdMiddleware,
+    SecurityHeadersMiddleware,
+    UnstorableTextMiddleware,
+    install_error_handlers,
+)
 from app.core.metrics import MetricsMiddleware
 from app.core.notify import CATALOG_CHANNEL, OUTBOX_CHANNEL, TASKS_CHANNEL, Listener
 from app.queue.base import PREDICT_QUEUE, TRAIN_QUEUE, dead_queue, make_broker
 from app.runtime.cache import ModelCache
-from app.services import catalog, ledger, predictions
+from app.services import catalog, ledger, predictions, webhooks
 from app.services.dataplane import DataPlane
 from app.services.outbox import OutboxRelay
 from app.services.throttle import LoginThrottle
 from app.store import make_store
 from ml_worker.heartbeat import Heartbeat
 from ml_worker.training import TrainingWorker
+from ml_worker.webhooks import WebhookWorker
 from ml_worker.worker import PredictionWorker
 
 log = logging.getLogger("mlmarket.api")
@@ -43,7 +54,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     store = make_store(settings)
     broker = make_broker(settings)
     relay = OutboxRelay(
-        engine, broker, poll_seconds=settings.outbox_poll_seconds, stale_seconds=settings.task_stale_seconds
+        engine,
+        broker,
+        poll_seconds=settings.outbox_poll_seconds,
+        stale_seconds=settings.task_stale_seconds,
+        training_stale_seconds=settings.training_stale_seconds,
+        training_sweep_seconds=settings.training_sweep_seconds,
     )
     # One model cache per process, shared by the synchronous inference path and an in-process worker.
     model_cache = ModelCache(store, settings.model_cache_max_models, settings.model_cache_max_bytes)
@@ -86,9 +102,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.embedded_queue:
             background.append(asyncio.create_task(_requeue_open_tasks(app), name="requeue-open-tasks"))
         background.append(asyncio.create_task(relay.run(), name="outbox-relay"))
+        background.append(asyncio.create_task(_verify_ledger_periodically(app), name="ledger-verify"))
         if settings.worker_in_api:
             app.state.worker = PredictionWorker(settings, engine, model_cache)
             background.append(asyncio.create_task(_start_worker(app), name="worker-start"))
+            app.state.webhook_worker = WebhookWorker(settings, engine)
+            background.append(asyncio.create_task(_start_webhook_worker(app), name="webhook-worker-start"))
             trainer = TrainingWorker(settings, engine, store)
             requeue = settings.embedded_queue
             background.append(asyncio.create_task(trainer.run_in_process(broker, requeue=requeue), name="trainer"))
@@ -107,6 +126,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await broker.close()
+            if app.state.webhook_worker is not None:
+                await app.state.webhook_worker.sender.aclose()
             engine.dispose()
             serving_engine.dispose()
 
@@ -115,6 +136,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="A prediction marketplace: pay per predicted row, publish trained models for money.",
         lifespan=lifespan,
+        # The interactive docs and the schema can be turned off (off by default in production).
+        docs_url="/docs" if settings.docs_on else None,
+        redoc_url="/redoc" if settings.docs_on else None,
+        openapi_url="/openapi.json" if settings.docs_on else None,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -122,15 +147,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.broker = broker
     app.state.relay = relay
     app.state.worker = None
+    app.state.webhook_worker = None
     app.state.model_cache = model_cache
     app.state.dataplane = dataplane
     app.state.secret_key = secret_key
     app.state.ledger_verified_at = 0.0
-    app.state.login_throttle = LoginThrottle(settings.login_max_failures, settings.login_window_seconds)
+    app.state.login_throttle = LoginThrottle(
+        engine,
+        max_failures=settings.login_max_failures,
+        window_seconds=settings.login_window_seconds,
+        max_account_failures=settings.login_max_failures_per_account,
+    )
 
     install_error_handlers(app)
+    app.add_middleware(UnstorableTextMiddleware)  # inside the size limit: it buffers JSON bodies of bounded size
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware, hsts=settings.hsts)
     app.add_middleware(RequestIdMiddleware)  # outermost: every log line of the request carries its id
 
     app.include_router(inference.router)
@@ -139,7 +172,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes[0:0] = inference.SERVING_ROUTES  # first: the serving path is matched before any other
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        if settings.metrics_token and not _bearer_matches(request, settings.metrics_token):
+            raise Unauthorized("/metrics needs 'Authorization: Bearer <MLMARKET_METRICS_TOKEN>'")
         await _refresh_gauges(app)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
@@ -156,38 +191,64 @@ def serve_app() -> FastAPI:
 
 
 LEDGER_VERIFY_EVERY_SECONDS = 300.0
+LEDGER_FIRST_VERIFY_SECONDS = 30.0
+
+
+def uvicorn_proxy_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's proxy settings: X-Forwarded-* believed only from MLMARKET_FORWARDED_ALLOW_IPS (none by default),
+    so a client cannot choose the address its sign-ins are throttled under."""
+    allowed = settings.forwarded_allow_ips.strip()
+    return {"proxy_headers": bool(allowed), "forwarded_allow_ips": allowed or "127.0.0.1"}
+
+
+def _bearer_matches(request: Request, token: str) -> bool:
+    scheme, value = get_authorization_scheme_param(request.headers.get("authorization"))
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.encode(), token.encode())
 
 
 async def _refresh_gauges(app: FastAPI) -> None:
-    """Tasks by status, queue depth, unsent outbox rows and (every few minutes) the ledger check, for a scrape.
+    """Tasks by status, queue depth and unsent outbox rows, for a scrape (cheap reads only: the ledger check runs
+    on its own schedule, see _verify_ledger_periodically).
 
     A part that cannot be read now keeps its last value; the scrape itself never fails.
     """
 
-    def from_database(verify: bool) -> None:
+    def from_database() -> None:
         with Session(app.state.engine) as session:
             for status, count in predictions.count_by_status(session).items():
                 metrics_.TASKS_BY_STATUS.labels(status).set(count)
-            if verify:
-                report = ledger.verify(session)
-                problems = len(report.mismatches) + report.running_balance_errors + len(report.hold_errors)
-                metrics_.LEDGER_MISMATCHES.set(problems)
-                metrics_.LEDGER_VERIFIED.set_to_current_time()
         metrics_.OUTBOX_UNSENT.set(app.state.relay.unsent_count())
 
-    verify = time.time() - app.state.ledger_verified_at > LEDGER_VERIFY_EVERY_SECONDS
     try:
-        await asyncio.to_thread(from_database, verify)
-        if verify:
-            app.state.ledger_verified_at = time.time()
+        await asyncio.to_thread(from_database)
     except Exception as exc:
-        log.warning("metrics: cannot read the database (%s: %s)", type(exc).__name__, exc)
+        log.warning("metrics: cannot read the database (%s)", type(exc).__name__)
     for queue in (PREDICT_QUEUE, dead_queue(PREDICT_QUEUE)):
         try:
             depth = await asyncio.wait_for(app.state.broker.queue_depth(queue), timeout=2)
             metrics_.QUEUE_DEPTH.labels(queue).set(depth)
         except Exception as exc:
             log.warning("metrics: cannot read the depth of %s (%s: %s)", queue, type(exc).__name__, exc)
+
+
+async def _verify_ledger_periodically(app: FastAPI) -> None:
+    """The full ledger check behind the ledger gauges, every few minutes in the background: never on a scrape."""
+
+    def verify() -> None:
+        with Session(app.state.engine) as session:
+            report = ledger.verify(session)
+        problems = len(report.mismatches) + report.running_balance_errors + len(report.hold_errors)
+        metrics_.LEDGER_MISMATCHES.set(problems)
+        metrics_.LEDGER_VERIFIED.set_to_current_time()
+        app.state.ledger_verified_at = time.time()
+
+    await asyncio.sleep(LEDGER_FIRST_VERIFY_SECONDS)
+    while True:
+        try:
+            await asyncio.to_thread(verify)
+        except Exception as exc:
+            log.warning("metrics: cannot verify the ledger (%s)", type(exc).__name__)
+        await asyncio.sleep(LEDGER_VERIFY_EVERY_SECONDS)
 
 
 async def _requeue_open_tasks(app: FastAPI) -> None:
@@ -206,6 +267,23 @@ async def _requeue_open_tasks(app: FastAPI) -> None:
             await asyncio.sleep(WORKER_START_RETRY_SECONDS)
     for task_id in task_ids:
         await app.state.broker.publish(PREDICT_QUEUE, {"task_id": task_id}, message_id=task_id)
+    for message in await asyncio.to_thread(_pending_webhooks, app):
+        await app.state.broker.publish(webhooks.WEBHOOK_QUEUE, message, message_id=message["task_id"])
+
+
+def _pending_webhooks(app: FastAPI) -> list[dict[str, Any]]:
+    with read_session(app.state.engine) as session:
+        return webhooks.pending_messages(session)
+
+
+async def _start_webhook_worker(app: FastAPI) -> None:
+    while True:
+        try:
+            await app.state.webhook_worker.start(app.state.broker)
+            return
+        except Exception as exc:
+            log.warning("in-process webhook worker cannot consume yet (%s); retrying", exc)
+            await asyncio.sleep(WORKER_START_RETRY_SECONDS)
 
 
 async def _start_worker(app: FastAPI) -> None:

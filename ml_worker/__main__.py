@@ -20,6 +20,7 @@ from ml_worker.health import WorkerState, start_health_server
 from ml_worker.heartbeat import Heartbeat
 from ml_worker.metrics import HEARTBEAT
 from ml_worker.training import TrainingWorker
+from ml_worker.webhooks import WebhookWorker
 from ml_worker.worker import PredictionWorker
 
 log = logging.getLogger("mlmarket.worker")
@@ -49,6 +50,8 @@ async def serve(settings: Settings) -> None:
         await worker.start(broker)
         trainer = TrainingWorker(settings, engine, store)
         await trainer.start(broker)
+        webhook_worker = WebhookWorker(settings, engine)
+        await webhook_worker.start(broker)
         heartbeat = Heartbeat(engine, [PREDICT_QUEUE, TRAIN_QUEUE], [worker, trainer])
         state.consuming = True
         log.info("worker consuming (prefetch %d)", settings.worker_prefetch)

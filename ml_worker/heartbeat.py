@@ -7,6 +7,8 @@ import logging
 import os
 import resource
 import socket
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -64,3 +66,40 @@ class Heartbeat:
         while True:
             await self.beat_async()
             await asyncio.sleep(interval)
+
+
+class LeaseKeeper:
+    """Renews a lease every third of its length, in a thread, while the work it covers runs (a training step
+    holds the GIL-free C code of scikit-learn or waits on the store; the event loop may be busy).
+
+    ``renew`` returns False once the lease is no longer ours (another worker took the work over after our lease
+    ran out): ``lost`` then turns true and renewing stops; the guarded completion refuses our result anyway.
+    """
+
+    def __init__(self, renew: Callable[[], bool], lease_seconds: float, name: str = "lease") -> None:
+        self.renew = renew
+        self.interval = max(lease_seconds / 3, 0.05)
+        self.name = name
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if not self.renew():
+                    self.lost = True
+                    log.warning("%s: the lease was taken over by another worker", self.name)
+                    return
+            except Exception as exc:  # the database may be away for a moment: try again at the next tick
+                log.warning("%s: could not renew the lease (%s: %s)", self.name, type(exc).__name__, exc)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread = threading.Thread(target=self._run, name=f"lease-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import random
 import socket
 import tempfile
 import time
@@ -29,8 +30,11 @@ from app.queue.base import TRAIN_QUEUE, Broker, ConsumerOptions, Delivery
 from app.runtime.algorithms import Task
 from app.runtime.dataset import parse_csv
 from app.services import compiling, datasets, training
+from app.store import gc
 from app.store.base import ArtifactRef, ArtifactStore
+from app.store.dvc_store import DvcStore
 from ml_worker import metrics
+from ml_worker.heartbeat import LeaseKeeper
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,10 +56,41 @@ class TrainingWorker:
         # The name the heartbeat lists, recorded on the shards this worker trains.
         self.name = f"{socket.gethostname()}-{os.getpid()}"
         self.limits = datasets.limits(settings)
+        self._gc: asyncio.Task[None] | None = None
 
     def _progress(self, job_id: str, percent: int, stage: str) -> None:
         with Session(self.engine) as session:
             training.progress(session, job_id, percent, stage)
+
+    def _lease(self, job_id: str, shard_id: str | None = None) -> LeaseKeeper:
+        """Keeps this worker's lease on the job (or shard, or merge) while the block runs."""
+        seconds = self.settings.training_lease_seconds
+
+        def renew() -> bool:
+            with Session(self.engine) as session:
+                return training.renew(
+                    session, job_id=job_id, worker=self.name, lease_seconds=seconds, shard_id=shard_id
+                )
+
+        return LeaseKeeper(renew, seconds, name=f"training job {job_id}" + (f" shard {shard_id}" if shard_id else ""))
+
+    def _fail(self, job_id: str, reason: str, shard_id: str | None = None) -> bool:
+        """Fails and refunds the job (once), then removes its files from the store, best effort."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            failed = training.fail(session, job_id=job_id, reason=reason, shard_id=shard_id)
+        if failed:
+            log.warning("training job %s failed and was refunded: %s", job_id, reason)
+            self._discard(job_id)
+        return failed
+
+    def _discard(self, job_id: str, *also: ArtifactRef | None) -> None:
+        """Removes the files of ``job_id`` nothing uses (those of a failed job) and ``also`` (files this worker
+        stored but could not record), unless something else uses them. Best effort: the store sweep is the net."""
+        try:
+            with Session(self.engine) as session:
+                training.discard_files(session, self.store, job_id, also=[r for r in also if r is not None])
+        except Exception as exc:
+            log.warning("could not remove the files of training job %s (%s: %s)", job_id, type(exc).__name__, exc)
 
     def run_job(self, job_id: str) -> str:
         """Runs one job to completion. Raises when it should be retried."""
@@ -63,38 +98,56 @@ class TrainingWorker:
 
         started = time.perf_counter()
         with Session(self.engine, expire_on_commit=False) as session:
-            job = training.start(session, job_id)
+            job = training.start(
+                session,
+                job_id,
+                worker=self.name,
+                lease_seconds=self.settings.training_lease_seconds,
+                max_takes=training.max_takes(self.settings),
+            )
             if job is None:
-                log.info("training job %s is unknown or already finished; ignoring the message", job_id)
+                log.info("training job %s is unknown, finished or held by a live worker; ignoring it", job_id)
                 return "ignored"
+            if job.status == TaskStatus.failed.value:
+                # Taken too often: workers died on it again and again (the take failed and refunded it).
+                log.warning("training job %s failed and was refunded: %s", job_id, job.error)
+                self._discard(job_id)
+                return "failed"
             try:
                 version = training.dataset_version_of(session, job)
             except Unprocessable as exc:
-                training.fail(session, job_id=job_id, reason=exc.detail)
+                self._fail(job_id, exc.detail)
                 return "failed"
-        text = datasets.read_text(self.store, version)
-        try:
-            frame = parse_csv(text, job.target, datasets.limits(self.settings)).frame
-            self._progress(job_id, 20, "training")
-            task: Task = "classification" if job.task == "classification" else "regression"
-            result = train(frame, job.target, job.algorithm, job.hyperparameters, task, job.test_size, job.random_state)
-        except Unprocessable as exc:
-            with Session(self.engine) as session:
-                training.fail(session, job_id=job_id, reason=exc.detail)
-            return "failed"
-        self._progress(job_id, 85, "saving the model")
-        ref, compiled = self._save(job_id, job.task, result)
-        with Session(self.engine, expire_on_commit=False) as session:
-            done = training.complete(
-                session,
-                job_id=job_id,
-                result=result,
-                artifact=ref,
-                duration_seconds=time.perf_counter() - started,
-                compiled=compiled,
-            )
+        with self._lease(job_id):
+            text = datasets.read_text(self.store, version)
+            try:
+                frame = parse_csv(text, job.target, datasets.limits(self.settings)).frame
+                self._progress(job_id, 20, "training")
+                task: Task = "classification" if job.task == "classification" else "regression"
+                result = train(
+                    frame, job.target, job.algorithm, job.hyperparameters, task, job.test_size, job.random_state
+                )
+            except Unprocessable as exc:
+                self._fail(job_id, exc.detail)
+                return "failed"
+            self._progress(job_id, 85, "saving the model")
+            ref, compiled = self._save(job_id, job.task, result)
+            with Session(self.engine, expire_on_commit=False) as session:
+                done = training.complete(
+                    session,
+                    job_id=job_id,
+                    result=result,
+                    artifact=ref,
+                    duration_seconds=time.perf_counter() - started,
+                    compiled=compiled,
+                    worker=self.name,
+                )
+        if not done:
+            # Failed meanwhile, or taken over after this worker's lease ran out: its files are not the job's.
+            self._discard(job_id, ref, compiled.onnx)
+            return "ignored"
         self.processed += 1
-        return "succeeded" if done else "ignored"
+        return "succeeded"
 
     def run_shard(self, job_id: str, shard_id: str) -> str:
         """Trains one shard of a sharded job; the worker that finishes the last shard merges them.
@@ -106,62 +159,92 @@ class TrainingWorker:
         from app.runtime.training import train_shard
 
         started = time.perf_counter()
+        lease_seconds = self.settings.training_lease_seconds
         with Session(self.engine, expire_on_commit=False) as session:
-            shard = training.start_shard(session, job_id=job_id, shard_id=shard_id, worker=self.name)
-            if shard is None:
+            take = training.start_shard(
+                session,
+                job_id=job_id,
+                shard_id=shard_id,
+                worker=self.name,
+                lease_seconds=lease_seconds,
+                max_takes=training.max_takes(self.settings),
+            )
+            if take is None:
                 log.info("shard %s of training job %s is unknown or its job finished; ignoring it", shard_id, job_id)
                 return "ignored"
+            if take.gave_up:
+                log.warning("training job %s failed and was refunded: %s", job_id, take.shard.error)
+                self._discard(job_id)
+                return "failed"
+            shard = take.shard
             job = session.get(TrainingJob, job_id)
             try:
                 version = training.dataset_version_of(session, job) if job is not None else None
             except Unprocessable as exc:
-                training.fail(session, job_id=job_id, reason=exc.detail, shard_id=shard_id)
+                self._fail(job_id, exc.detail, shard_id)
                 return "failed"
         if job is None or version is None:
+            return "ignored"
+        if not take.taken and shard.status != TaskStatus.succeeded.value:
+            log.info("shard %s of training job %s is trained by a live worker; ignoring it", shard_id, job_id)
             return "ignored"
         task: Task = "classification" if job.task == "classification" else "regression"
         frame: pd.DataFrame | None = None
         outcome = "ignored"
-        if shard.status == TaskStatus.running.value:
-            try:
-                frame = parse_csv(datasets.read_text(self.store, version), job.target, self.limits).frame
-                result = train_shard(
-                    frame, job.target, job.algorithm, job.hyperparameters, task, job.test_size,
-                    job.random_state, job.shards, shard.index,
-                )  # fmt: skip
-            except Unprocessable as exc:
+        if take.taken:
+            with self._lease(job_id, shard_id):
+                try:
+                    frame = parse_csv(datasets.read_text(self.store, version), job.target, self.limits).frame
+                    result = train_shard(
+                        frame, job.target, job.algorithm, job.hyperparameters, task, job.test_size,
+                        job.random_state, job.shards, shard.index,
+                    )  # fmt: skip
+                except Unprocessable as exc:
+                    self._fail(job_id, f"shard {shard.index + 1}: {exc.detail}", shard_id)
+                    return "failed"
+                with tempfile.TemporaryDirectory(prefix="mlmarket-shard-") as tmp:
+                    path = Path(tmp) / "shard.skops"
+                    save_artifact(result.pipeline, path, result.features)
+                    ref = self.store.put(path, f"training/{job_id}/shard-{shard.index}.skops")
                 with Session(self.engine) as session:
-                    reason = f"shard {shard.index + 1}: {exc.detail}"
-                training.fail(session, job_id=job_id, reason=reason, shard_id=shard_id)
-                return "failed"
-            with tempfile.TemporaryDirectory(prefix="mlmarket-shard-") as tmp:
-                path = Path(tmp) / "shard.skops"
-                save_artifact(result.pipeline, path, result.features)
-                ref = self.store.put(path, f"training/{job_id}/shard-{shard.index}.skops")
+                    recorded = training.complete_shard(
+                        session,
+                        shard_id=shard_id,
+                        rows=result.rows,
+                        artifact=ref,
+                        duration_seconds=time.perf_counter() - started,
+                        worker=self.name,
+                    )
+            if not recorded:
+                self._discard(job_id, ref)
+                return "ignored"
             with Session(self.engine) as session:
-                if not training.complete_shard(
-                    session,
-                    shard_id=shard_id,
-                    rows=result.rows,
-                    artifact=ref,
-                    duration_seconds=time.perf_counter() - started,
-                ):
-                    return "ignored"
                 training.note_shard_progress(session, job_id)
             self.processed += 1
             outcome = "succeeded"
-        with Session(self.engine) as session:
-            if not training.claim_merge(session, job_id):
-                return outcome
+        with Session(self.engine, expire_on_commit=False) as session:
+            claimed = training.claim_merge(
+                session,
+                job_id,
+                worker=self.name,
+                lease_seconds=lease_seconds,
+                max_takes=training.max_takes(self.settings),
+            )
+        if claimed is None:
+            return outcome
+        if claimed.status == TaskStatus.failed.value:
+            log.warning("training job %s failed and was refunded: %s", job_id, claimed.error)
+            self._discard(job_id)
+            return "failed"
         try:
-            done = self.merge(job, version, frame, started)
+            with self._lease(job_id):
+                done = self.merge(job, version, frame, started)
         except Unprocessable as exc:
-            with Session(self.engine) as session:
-                training.fail(session, job_id=job_id, reason=exc.detail)
+            self._fail(job_id, exc.detail)
             return "failed"
         except BaseException:
             with Session(self.engine) as session:
-                training.release_merge(session, job_id)
+                training.release_merge(session, job_id, worker=self.name)
             raise
         return "succeeded" if done else "ignored"
 
@@ -189,10 +272,18 @@ class TrainingWorker:
         with Session(self.engine, expire_on_commit=False) as session:
             duration = sum(s.duration_seconds or 0.0 for s in shards) + (time.perf_counter() - started)
             done = training.complete(
-                session, job_id=job.id, result=result, artifact=ref, duration_seconds=duration, compiled=compiled
+                session,
+                job_id=job.id,
+                result=result,
+                artifact=ref,
+                duration_seconds=duration,
+                compiled=compiled,
+                worker=self.name,
             )
         if done:
             log.info("merged %d shards of training job %s", len(shards), job.id)
+        else:
+            self._discard(job.id, ref, compiled.onnx)
         return done
 
     def _save(self, job_id: str, task: str, result: TrainResult) -> tuple[ArtifactRef, compiling.Compiled]:
@@ -209,9 +300,23 @@ class TrainingWorker:
         return ref, compiled
 
     def fail_job(self, job_id: str, reason: str, shard_id: str | None = None) -> None:
-        with Session(self.engine, expire_on_commit=False) as session:
-            if training.fail(session, job_id=job_id, reason=reason, shard_id=shard_id):
-                log.warning("training job %s failed and was refunded: %s", job_id, reason)
+        self._fail(job_id, reason, shard_id)
+
+    def collect_garbage(self) -> int:
+        """One pass of the store sweep (see app.store.gc); returns how many objects it removed."""
+        with Session(self.engine) as session:
+            sweep = gc.collect(session, self.store, grace_seconds=self.settings.store_gc_grace_seconds, dry_run=False)
+        return len(sweep.removed)
+
+    async def collect_garbage_periodically(self) -> None:
+        interval = self.settings.store_gc_interval_seconds
+        while True:
+            # Spread over the interval, so several workers started together do not sweep together.
+            await asyncio.sleep(interval * random.uniform(0.5, 1.5))  # noqa: S311 - not for security
+            try:
+                await asyncio.to_thread(self.collect_garbage)
+            except Exception as exc:
+                log.warning("the store sweep failed (%s: %s); trying again later", type(exc).__name__, exc)
 
     async def handle(self, delivery: Delivery) -> None:
         job_id = delivery.payload.get("task_id")
@@ -261,6 +366,8 @@ class TrainingWorker:
         # One job at a time per worker: training is CPU-bound, and the next job waits for a free worker.
         options = dataclasses.replace(ConsumerOptions.from_settings(self.settings), prefetch=1)
         await broker.consume(TRAIN_QUEUE, self.handle, self.on_dead, options)
+        if self.settings.store_gc_interval_seconds > 0 and isinstance(self.store, DvcStore) and self._gc is None:
+            self._gc = asyncio.create_task(self.collect_garbage_periodically())
 
     async def run_in_process(self, broker: Broker, *, requeue: bool, retry_seconds: float = 2.0) -> None:
         """Starts consuming inside the API process, retrying until the broker answers."""

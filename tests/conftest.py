@@ -22,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel
 
 from app import migrations
 from app.core.config import Environment, Settings
@@ -36,21 +36,9 @@ pytest_plugins = ["tests.s3_server"]
 TEST_SECRET = "test-secret-key-for-mlmarket-tests-only-0123456789"
 POSTGRES_ADMIN_URL = os.environ.get("MLMARKET_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-# Tables emptied between tests, children first. The platform account is re-seeded.
-TABLES = (
-    "worker_heartbeats",
-    "training_shards",
-    "training_jobs",
-    "dataset_versions",
-    "datasets",
-    "outbox",
-    "tasks",
-    "model_versions",
-    "charge_holds",
-    "ledger_entries",
-    "accounts",
-    "users",
-)
+# Tables emptied between tests (every table of the models, so a new one is never forgotten). The platform
+# account is re-seeded.
+TABLES = tuple(table.name for table in reversed(SQLModel.metadata.sorted_tables))
 
 
 def unavailable(reason: str) -> None:

@@ -3,6 +3,7 @@ from fastapi import APIRouter
 from app.api.routes import (
     admin,
     algorithms,
+    api_keys,
     auth,
     datasets,
     models,
@@ -11,6 +12,7 @@ from app.api.routes import (
     training_jobs,
     users,
     wallet,
+    webhooks,
     workers,
 )
 
@@ -24,5 +26,7 @@ api_router.include_router(datasets.router)
 api_router.include_router(algorithms.router)
 api_router.include_router(training_jobs.router)
 api_router.include_router(publishing.router)
+api_router.include_router(api_keys.router)
+api_router.include_router(webhooks.router)
 api_router.include_router(admin.router)
 api_router.include_router(workers.router)

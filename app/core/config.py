@@ -56,6 +56,20 @@ class Settings(BaseSettings):
     access_token_expire_minutes: int = Field(default=60, ge=1, le=60 * 24 * 30)
     login_max_failures: int = Field(default=10, ge=1)
     login_window_seconds: float = Field(default=60.0, gt=0.0)
+    # Failed sign-ins of one account from all addresses together, per window: a looser ceiling than the one per
+    # (account, address) above, so tries spread over many addresses are slowed too.
+    login_max_failures_per_account: int = Field(default=100, ge=1)
+    # Trusted reverse proxies: comma-separated addresses or networks whose X-Forwarded-For / X-Forwarded-Proto
+    # the API believes ("*": any). Empty (the default): none, so the client address is the TCP peer's.
+    forwarded_allow_ips: str = ""
+    # /docs, /redoc and /openapi.json: on by default, except in production.
+    docs_enabled: bool | None = None
+    # When set, GET /metrics needs "Authorization: Bearer <this token>".
+    metrics_token: str | None = Field(default=None, repr=False)
+    # Send Strict-Transport-Security on every answer, not only on https requests (behind a TLS-terminating proxy).
+    hsts: bool = False
+    # Readiness stays 200 (reporting "degraded") this long after the broker or the store became unreachable.
+    readiness_grace_seconds: float = Field(default=60.0, ge=0.0, le=3600.0)
     max_top_up: int = Field(default=1_000_000, ge=1)
     max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     author_share_percent: int = Field(default=70, ge=0, le=100)
@@ -106,6 +120,26 @@ class Settings(BaseSettings):
     dataset_max_rows: int = Field(default=10_000, ge=1)
     dataset_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
     training_price_per_1000_rows: int = Field(default=10, ge=1)
+    # Signed webhooks. Receivers must be https on public addresses unless webhook_allow_private (local use): then
+    # http and private, loopback and link-local addresses are allowed too. A failed delivery is retried with
+    # exponential backoff (base, 2 x base, ..., capped) up to webhook_max_attempts times in all.
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0.0, le=60.0)
+    webhook_max_attempts: int = Field(default=6, ge=1, le=20)
+    webhook_retry_base_seconds: float = Field(default=20.0, ge=0.0, le=3600.0)
+    webhook_retry_max_seconds: float = Field(default=600.0, ge=0.0, le=24 * 3600.0)
+    webhook_concurrency: int = Field(default=16, ge=1, le=256)
+    # Training recovery: a worker holds a running job, shard or merge for this long and renews the lease every
+    # third of it; once it has run out (the worker died), the job is published again and another worker takes it.
+    training_lease_seconds: float = Field(default=30.0, ge=1.0, le=3600.0)
+    # A queued training job or shard untouched this long has its message published again (a lost message).
+    training_stale_seconds: float = Field(default=300.0, ge=1.0, le=7 * 24 * 3600.0)
+    # How often the outbox relay looks for expired leases and stale training jobs.
+    training_sweep_seconds: float = Field(default=10.0, gt=0.0, le=3600.0)
+    # Store hygiene: objects in the store no dataset, job or model refers to are removed by `mlmarket store gc`
+    # and by the training worker every store_gc_interval_seconds (0: never), once older than the grace period.
+    store_gc_interval_seconds: float = Field(default=3600.0, ge=0.0)
+    store_gc_grace_seconds: float = Field(default=3600.0, ge=0.0)
 
     @model_validator(mode="after")
     def _refuse_default_secret_in_production(self) -> Settings:
@@ -141,6 +175,10 @@ class Settings(BaseSettings):
             if url.startswith(prefix):
                 return "postgresql+psycopg://" + url[len(prefix) :]
         return url
+
+    @property
+    def docs_on(self) -> bool:
+        return self.env is not Environment.production if self.docs_enabled is None else self.docs_enabled
 
     @property
     def embedded_queue(self) -> bool:

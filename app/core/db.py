@@ -27,6 +27,7 @@ def make_engine(settings: Settings, *, pre_ping: bool = True) -> Engine:
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=settings.db_pool_size,
             max_overflow=20,
+            hide_parameters=True,
         )
         _configure_sqlite(engine)
         return engine
@@ -36,6 +37,8 @@ def make_engine(settings: Settings, *, pre_ping: bool = True) -> Engine:
         max_overflow=20,
         pool_pre_ping=pre_ping,
         pool_recycle=1800,
+        # A database error's message never carries the statement's values (emails, password hashes, tokens).
+        hide_parameters=True,
     )
 
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -168,12 +170,37 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         return JSONResponse(status_code=exc.status_code, content=_error_body(request, detail), headers=exc.headers)
 
+    @app.exception_handler(UnicodeEncodeError)
+    async def _unencodable(request: Request, exc: UnicodeEncodeError) -> JSONResponse:
+        # The last line of defence (the text guard below refuses these first): text no database can store.
+        log.warning("unencodable text on %s %s: %s", request.method, request.url.path, exc.reason)
+        return JSONResponse(status_code=422, content=_error_body(request, UNSTORABLE_TEXT))
+
     @app.exception_handler(DBAPIError)
     async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        if isinstance(exc, DataError):
+            # A value the database cannot hold (a NUL character, a number out of its range) that no check caught:
+            # the request's fault, not the server's. Only the error class is logged, never the statement or its
+            # parameters.
+            log.warning(
+                "database refused a value on %s %s: %s", request.method, request.url.path, type(exc.orig).__name__
+            )
+            return JSONResponse(
+                status_code=422, content=_error_body(request, "a value in the request cannot be stored")
+            )
+        if isinstance(exc, IntegrityError):
+            # A race on a unique key that no check caught: the client may retry. Logged as an error with the
+            # constraint's name (never the values) so that a missing check is noticed.
+            constraint = getattr(getattr(exc.orig, "diag", None), "constraint_name", None)
+            log.error("integrity error on %s %s (constraint %s)", request.method, request.url.path, constraint)
+            return JSONResponse(
+                status_code=409,
+                content=_error_body(request, "the request conflicts with a concurrent change; retry it"),
+            )
         if not (exc.connection_invalidated or isinstance(exc, OperationalError)):
             return await _unexpected(request, exc)
         # A dropped or refused database connection is a passing outage, not a bug: tell the client to retry.
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc.orig)
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc.orig).__name__)
         return JSONResponse(
             status_code=503,
             content=_error_body(request, "the database is unavailable right now; retry the request"),
@@ -274,3 +301,161 @@ class BodySizeLimitMiddleware:
 
 class _BodyTooLarge(Exception):
     pass
+
+
+UNSTORABLE_TEXT = "text in the request contains a NUL character or a lone surrogate, which cannot be stored"
+# A JSON escape: \uXXXX (group 1) or any other escaped character (an escaped backslash is consumed whole, so the
+# "\\u0000" of a literal backslash is not taken for an escape).
+_JSON_ESCAPE = re.compile(rb"\\(?:u([0-9A-Fa-f]{4})|.)", re.DOTALL)
+_JSON_TYPES = ("application/json",)
+_FORM_TYPE = "application/x-www-form-urlencoded"
+
+
+def unstorable_text(text: str) -> bool:
+    """True for text with a NUL character or a lone surrogate: no database column and no UTF-8 encoder takes it."""
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def json_has_unstorable_text(body: bytes) -> bool:
+    """True when a JSON document escapes a NUL (``\\u0000``) or a lone surrogate anywhere, keys included.
+
+    The scan works on the raw bytes, before parsing: a document without ``\\u`` is passed at the cost of one search.
+    """
+    if b"\\u" not in body:
+        return False
+    high_ends_at = -1  # where the pending high surrogate's escape ends; its low half must follow right there
+    for match in _JSON_ESCAPE.finditer(body):
+        digits = match.group(1)
+        if high_ends_at >= 0:
+            if digits is None or match.start() != high_ends_at or not 0xDC00 <= int(digits, 16) <= 0xDFFF:
+                return True
+            high_ends_at = -1
+            continue
+        if digits is None:
+            continue
+        code = int(digits, 16)
+        if code == 0 or 0xDC00 <= code <= 0xDFFF:
+            return True
+        if 0xD800 <= code <= 0xDBFF:
+            high_ends_at = match.end()
+    return high_ends_at >= 0
+
+
+class UnstorableTextMiddleware:
+    """Refuses with 422, before any route runs, text that no database can store: a NUL character or a lone
+    surrogate in the path, the query string, a JSON body or a URL-encoded form.
+
+    The Open Inference Protocol's bodies are checked by their own decoder (app.services.oip), so the serving path
+    is not buffered here; multipart fields are checked where they are read.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        query: bytes = scope.get("query_string", b"")
+        if unstorable_text(path) or (query and b"\x00" in unquote_to_bytes(query)):
+            await self._refuse(scope, send)
+            return
+        content_type = b""
+        for name, value in scope.get("headers", ()):
+            if name == b"content-type":
+                content_type = value.split(b";", 1)[0].strip().lower()
+                break
+        is_json = content_type.startswith(b"application/") and content_type.endswith(b"json")
+        is_form = content_type == _FORM_TYPE.encode()
+        if not (is_json or is_form) or _is_open_inference_path(path) or scope.get("method") in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        last: Message | None = None
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                last = message  # the client went away: the route sees the body so far, then the disconnect
+                break
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        bad = json_has_unstorable_text(body) if is_json else b"\x00" in unquote_to_bytes(body.replace(b"+", b" "))
+        if bad:
+            await self._refuse(scope, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed, last
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            if last is not None:
+                message, last = last, None
+                return message
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        key = "error" if _is_open_inference_path(scope.get("path", "")) else "detail"
+        body = json.dumps({key: UNSTORABLE_TEXT}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 422,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+HSTS_VALUE = b"max-age=31536000; includeSubDomains"
+# JSON, files and event streams load nothing and may be framed by no one; the HTML docs pages load their scripts.
+STRICT_CSP = b"default-src 'none'; frame-ancestors 'none'"
+HTML_CSP = b"frame-ancestors 'none'"
+
+
+class SecurityHeadersMiddleware:
+    """The browser-facing safety headers on every answer: no sniffing, no framing, no referrer, a strict CSP, HSTS
+    on https (or always, when configured), and ``Cache-Control: no-store`` on answers to signed-in requests."""
+
+    def __init__(self, app: ASGIApp, hsts: bool = False) -> None:
+        self.app = app
+        self.hsts = hsts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        https = scope.get("scheme") == "https"
+        signed_in = any(name == b"authorization" for name, _ in scope.get("headers", ()))
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"")
+                extra = [
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"x-frame-options", b"DENY"),
+                    (b"referrer-policy", b"no-referrer"),
+                    (b"content-security-policy", HTML_CSP if b"html" in content_type else STRICT_CSP),
+                ]
+                if https or self.hsts:
+                    extra.append((b"strict-transport-security", HSTS_VALUE))
+                if signed_in:
+                    extra.append((b"cache-control", b"no-store"))
+                message["headers"] = headers + [(k, v) for k, v in extra if k not in present]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,7 +1,10 @@
-"""Password hashing (Argon2 through passlib) and access tokens (HS256 JWT through python-jose)."""
+"""Password hashing (Argon2 through passlib), access tokens (HS256 JWT through python-jose) and API key secrets."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -73,3 +76,30 @@ def decode_access_token_with_expiry(token: str, secret: str) -> tuple[str, float
     if isinstance(exp, bool) or not isinstance(exp, int | float):
         raise InvalidToken("token has no expiry")
     return sub, float(exp)
+
+
+# -- API keys ------------------------------------------------------------------------------------------------
+
+API_KEY_PREFIX = "mlm_"
+API_KEY_RANDOM_BYTES = 32
+API_KEY_SHOWN_CHARS = 12  # "mlm_" and 8 random characters: enough to tell keys apart, useless to guess one
+API_KEY_MAX_LENGTH = 128
+
+
+def new_api_key() -> str:
+    """A fresh secret: the recognisable prefix and 32 random bytes, URL-safe base64."""
+    return API_KEY_PREFIX + secrets.token_urlsafe(API_KEY_RANDOM_BYTES)
+
+
+def looks_like_api_key(token: str) -> bool:
+    return token.startswith(API_KEY_PREFIX) and len(token) <= API_KEY_MAX_LENGTH
+
+
+def hash_api_key(key: str) -> str:
+    """sha256 of the secret (hex). A fast hash is right here: the secret has 256 random bits, not a password's
+    few, so no amount of guessing finds one from its hash."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def api_key_matches(key: str, stored_hash: str) -> bool:
+    return hmac.compare_digest(hash_api_key(key), stored_hash)

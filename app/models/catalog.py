@@ -80,12 +80,18 @@ class ModelVersionPublic(SQLModel):
     classes: list[Any] | None
     metrics: dict[str, Any] | None
     description: str
+    # Who published it, as the public may see them: their full name (or "author <id>"), never their email.
     owner: str | None
+    author_name: str | None = None
+    author_id: int | None = None
     status: ModelStatus
     artifact_md5: str
     runtime: str
     compile_note: str | None
     created_at: datetime
+    # Price history: the price per row of the version before this one, and whether this one raised it.
+    previous_price_per_row: int | None = None
+    price_raised: bool = False
 
 
 class ModelPublic(ModelVersionPublic):

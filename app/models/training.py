@@ -80,6 +80,10 @@ class TrainingJob(SQLModel, table=True):
     error: str | None = Field(default=None, max_length=2000)
     attempts: int = 0
     duration_seconds: float | None = None
+    # The worker running the job (or, for a sharded job, merging its shards) and until when it holds it: it renews
+    # the lease while it works; once the lease has run out, another worker may take the job over.
+    lease_owner: str | None = Field(default=None, max_length=128)
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
     deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
@@ -111,7 +115,11 @@ class TrainingShard(SQLModel, table=True):
     error: str | None = Field(default=None, max_length=2000)
     attempts: int = 0
     duration_seconds: float | None = None
+    # As on the job: the worker training the shard holds it until lease_until, renewed while it trains.
+    lease_owner: str | None = Field(default=None, max_length=128)
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
     __table_args__ = (
@@ -185,6 +193,8 @@ class AlgorithmPublic(SQLModel):
     description: str
     shardable: bool
     hyperparameters: dict[str, Any]
+    # What training costs: this many credits per started 1,000 rows of the dataset (at least one block).
+    price_per_1000_rows: int = 0
 
 
 class TrainingJobCreate(SQLModel):

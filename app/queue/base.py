@@ -34,9 +34,9 @@ def dead_queue(queue: str) -> str:
     return f"{queue}.dead"
 
 
-def backoff_seconds(attempt: int, base: float) -> float:
-    """Delay before delivery number ``attempt + 1``: base, 2 * base, 4 * base ..., capped at a minute."""
-    return float(min(base * (2 ** max(attempt - 1, 0)), MAX_RETRY_DELAY_SECONDS))
+def backoff_seconds(attempt: int, base: float, cap: float = MAX_RETRY_DELAY_SECONDS) -> float:
+    """Delay before delivery number ``attempt + 1``: base, 2 * base, 4 * base ..., capped (at a minute)."""
+    return float(min(base * (2 ** max(attempt - 1, 0)), cap))
 
 
 @dataclass
@@ -58,6 +58,10 @@ class ConsumerOptions:
     prefetch: int = 64
     max_attempts: int = 3
     retry_base_delay: float = 1.0
+    max_retry_delay: float = MAX_RETRY_DELAY_SECONDS
+    # RabbitMQ: one retry queue per delay (a queue-wide TTL) instead of per-message TTLs in one retry queue, where a
+    # long delay at the head holds up the shorter ones behind it. For queues whose delays vary widely (webhooks).
+    delay_queues: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConsumerOptions:
@@ -111,7 +115,7 @@ class Broker(abc.ABC):
         """After a failed attempt: schedule a retry, or dead-letter the message and run ``on_dead``."""
         reason = f"{type(error).__name__}: {error}"[:1000]
         if delivery.attempt < options.max_attempts:
-            delay = backoff_seconds(delivery.attempt, options.retry_base_delay)
+            delay = backoff_seconds(delivery.attempt, options.retry_base_delay, options.max_retry_delay)
             log.warning(
                 "task message %s failed (attempt %d of %d), retrying in %.1fs: %s",
                 delivery.message_id,

@@ -5,7 +5,8 @@ Topology for a task queue ``Q``:
 - ``Q``: the work queue (quorum, durable);
 - ``Q.retry``: holds a failed message for its backoff (per-message TTL), then
   dead-letters it back to ``Q`` through the default exchange;
-- ``Q.dead``: messages that failed every attempt, kept for inspection.
+- ``Q.dead``: messages that failed every attempt, kept for inspection;
+- ``Q.retry.<ms>ms``: instead of ``Q.retry`` for consumers with ``delay_queues``, one queue per delay.
 """
 
 from __future__ import annotations
@@ -133,6 +134,30 @@ class RabbitBroker(Broker):
         # With publisher confirms this returns only after the broker has taken the message.
         await channel.default_exchange.publish(message, routing_key=queue, mandatory=True)
 
+    async def _publish_delayed(
+        self, queue: str, payload: dict[str, Any], message_id: str, headers: dict[str, Any], delay: float
+    ) -> None:
+        """Into ``Q.retry.<ms>ms``, a queue for this delay alone (queue-wide TTL), dead-lettered back to ``Q``."""
+        ms = max(int(delay * 1000), 1)
+        name = f"{retry_queue(queue)}.{ms}ms"
+        channel = await self._channel()
+        if name not in self._declared:
+            arguments: dict[str, Any] = {
+                "x-message-ttl": ms,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": queue,
+            }
+            await channel.declare_queue(name, durable=True, arguments=arguments)
+            self._declared.add(name)
+        message = aio_pika.Message(
+            body=json.dumps(payload).encode(),
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message_id,
+            headers=headers,
+        )
+        await channel.default_exchange.publish(message, routing_key=name, mandatory=True)
+
     async def consume(
         self, queue: str, handler: MessageHandler, on_dead: DeadLetterHandler, options: ConsumerOptions
     ) -> None:
@@ -145,6 +170,9 @@ class RabbitBroker(Broker):
         self._declared.add(queue)
 
         async def republish(target: str, payload: dict[str, Any], headers: dict[str, Any], delay: float | None) -> None:
+            if options.delay_queues and delay and target == retry_queue(queue):
+                await self._publish_delayed(queue, payload, str(payload.get("task_id", "")), headers, delay)
+                return
             await self._publish(
                 target,
                 payload,

@@ -4,10 +4,12 @@ For a batch of orders (each: a user, a model version, checked rows) one
 transaction does, in this order:
 
 1. lock the accounts involved (payers, authors, the platform) in id order and
-   read their balances: one ``SELECT … FOR UPDATE``;
+   read their balances: one ``SELECT … FOR UPDATE``; then, likewise, the API
+   keys the orders were sent with (app.services.api_keys);
 2. reserve each order's cost from its payer, in arrival order; an order its
-   payer's remaining balance cannot cover is refused alone (402) and no model
-   runs for it; the reservation is one conditional ``UPDATE`` per payer;
+   payer's remaining balance cannot cover, or whose API key is revoked or would
+   pass its monthly spend limit, is refused alone (402, 401) and no model runs
+   for it; the reservation is one conditional ``UPDATE`` per payer;
 3. run one ``predict`` per model on the rows of the orders that were paid for;
 4. write every paid order's task (succeeded, with its rows and results), its
    settled charge hold and its ledger entries (charge, author's payout,
@@ -40,12 +42,20 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
-from app.core.errors import AppError, BadRequest, InsufficientFunds, NotFound, ServiceUnavailable, Unprocessable
+from app.core.errors import (
+    AppError,
+    BadRequest,
+    Conflict,
+    InsufficientFunds,
+    NotFound,
+    ServiceUnavailable,
+    Unprocessable,
+)
 from app.models.base import utcnow
 from app.models.ledger import PLATFORM_ACCOUNT, Account, ChargeHold, EntryKind, HoldStatus, LedgerEntry
 from app.models.task import Task, TaskStatus
 from app.runtime.schema import Feature
-from app.services import tabular
+from app.services import api_keys, tabular
 from app.services.ledger import LEDGER_CREDITS, LEDGER_ENTRIES, split
 
 log = logging.getLogger("mlmarket.billing")
@@ -83,10 +93,23 @@ class Order:
     columns: dict[str, np.ndarray[Any, Any]]
     rows: int
     request_id: str | None = None
+    api_key_id: int | None = None  # the API key that pays (its limit is checked), None for a login token
 
     @property
     def cost(self) -> int:
         return self.model.price_per_row * self.rows
+
+
+def check_price(name: str, version: int, price_per_row: int, max_price_per_row: int | None) -> None:
+    """Conflict (409, nothing charged) when the model costs more per row than the caller agreed to pay."""
+    if max_price_per_row is not None and price_per_row > max_price_per_row:
+        raise Conflict(
+            f"model {name!r} version {version} costs {price_per_row} credits per row, more than your "
+            f"max_price_per_row of {max_price_per_row}; nothing was charged. Pin the version you expect, or raise "
+            "the cap",
+            price_per_row=price_per_row,
+            max_price_per_row=max_price_per_row,
+        )
 
 
 @dataclass
@@ -230,6 +253,8 @@ def _serve_and_bill(engine: Engine, orders: list[Order], share: int) -> list[Bil
         # 1. lock and read every account the batch touches
         users = {o.user_id for o in orders} | {o.model.owner_id for o in orders if o.model.owner_id is not None}
         locked = lock_accounts(connection, users)
+        now = utcnow()
+        keys = api_keys.KeySpends(connection, {o.api_key_id for o in orders if o.api_key_id is not None}, now)
 
         # 2. reserve, in arrival order, against the locked balances: nothing else can spend them until commit
         left = dict(locked.balances)
@@ -240,6 +265,8 @@ def _serve_and_bill(engine: Engine, orders: list[Order], share: int) -> list[Bil
                 results[i] = NotFound(f"no account for user {order.user_id}")
             elif left[payer] < order.cost:
                 results[i] = InsufficientFunds(need=order.cost, have=left[payer])
+            elif (refused := keys.reserve(order.api_key_id, order.cost)) is not None:
+                results[i] = refused
             else:
                 left[payer] -= order.cost
                 paid.append(i)
@@ -248,13 +275,13 @@ def _serve_and_bill(engine: Engine, orders: list[Order], share: int) -> list[Bil
         predictions = _predict(orders, paid, results)
 
         # 4. the tasks, holds and entries of the orders served, and every balance, in one write
-        now = utcnow()
         ledger = BatchLedger(balances=dict(locked.balances))
         tasks: list[dict[str, Any]] = []
         holds: list[dict[str, Any]] = []
         served: list[tuple[int, str]] = []
         for i in paid:
             if i not in predictions:
+                keys.release(orders[i].api_key_id, orders[i].cost)
                 continue
             order = orders[i]
             task_id = str(uuid.uuid4())
@@ -279,6 +306,7 @@ def _serve_and_bill(engine: Engine, orders: list[Order], share: int) -> list[Bil
                 [(_tasks, tasks), (_holds, holds), (_entries, ledger.stamped_entries(now))],
                 ledger.deltas(),
             )
+        keys.write(connection)
     ledger.count()
     for i, task_id in served:
         results[i] = Bill(task_id=task_id, cost=orders[i].cost, predictions=predictions[i])

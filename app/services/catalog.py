@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from app.core.errors import NotFound, Unprocessable
@@ -20,11 +21,22 @@ from app.store.base import ArtifactRef
 VISIBLE = (ModelStatus.published.value, ModelStatus.unlisted.value)
 # Bumped after every commit that publishes or hides a version, here and (through NOTIFY) in every API process.
 GENERATION = Generation()
+# The advisory lock space of model names (see lock_name).
+NAME_LOCK = "mlmarket.model-name:"
 
 
 def mark_changed(session: Session) -> None:
     """Tells every in-memory view of the catalog that it is stale once this session commits."""
     notify(session, CATALOG_CHANNEL, GENERATION.bump)
+
+
+def lock_name(session: Session, name: str) -> None:
+    """Holds model name ``name`` for the rest of the session's transaction: whoever publishes or unpublishes it
+    meanwhile waits. A PostgreSQL advisory lock on the name's hash; SQLite's writing transactions already hold
+    the whole database (BEGIN IMMEDIATE)."""
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": NAME_LOCK + name})
 
 
 def artifact_ref(model: ModelVersion) -> ArtifactRef:
@@ -57,6 +69,7 @@ def publish_version(
         )
     if price_per_row < 1:
         raise Unprocessable("price_per_row must be at least 1 credit")
+    lock_name(session, name)
     latest = session.exec(
         select(ModelVersion.version).where(ModelVersion.name == name).order_by(col(ModelVersion.version).desc())
     ).first()
@@ -115,6 +128,8 @@ def published_versions_of(session: Session, name: str) -> Sequence[ModelVersion]
 
 def resolve(session: Session, name: str, version: int | None = None) -> ModelVersion:
     """The requested version, or the newest one. NotFound for unknown, unpublished or deleted models."""
+    if not re.fullmatch(MODEL_NAME_PATTERN, name):
+        raise NotFound(f"model {name[:70]!r} not found; model names are lowercase letters, digits and dashes")
     query = select(ModelVersion).where(ModelVersion.name == name, ModelVersion.status == ModelStatus.published.value)
     if version is not None:
         model = session.exec(query.where(ModelVersion.version == version)).first()
@@ -127,14 +142,50 @@ def resolve(session: Session, name: str, version: int | None = None) -> ModelVer
     return model
 
 
-def owner_emails(session: Session, models: Sequence[ModelVersion]) -> dict[int, str]:
+def author_names(session: Session, models: Sequence[ModelVersion]) -> dict[int, str]:
+    """The public name of each model's author: their full name, or "author <id>" without one. Never an email."""
     ids = {m.owner_id for m in models if m.owner_id is not None}
     if not ids:
         return {}
-    return {u.id or 0: u.email for u in session.exec(select(User).where(col(User.id).in_(ids))).all()}
+    rows = session.exec(select(User.id, User.full_name).where(col(User.id).in_(ids))).all()
+    return {user_id or 0: public_name(user_id or 0, full_name) for user_id, full_name in rows}
 
 
-def to_public(model: ModelVersion, owners: dict[int, str]) -> ModelVersionPublic:
+def public_name(user_id: int, full_name: str | None) -> str:
+    name = (full_name or "").strip()
+    return name if name else f"author {user_id}"
+
+
+def to_public(model: ModelVersion, authors: dict[int, str]) -> ModelVersionPublic:
+    name = authors.get(model.owner_id) if model.owner_id is not None else None
     return ModelVersionPublic.model_validate(
-        model, update={"owner": owners.get(model.owner_id) if model.owner_id is not None else None}
+        model, update={"owner": name, "author_name": name, "author_id": model.owner_id}
     )
+
+
+def with_price_history(session: Session, public: list[ModelVersionPublic]) -> list[ModelVersionPublic]:
+    """Each version with the price per row of the published version before it, flagged when it raised the price:
+    a buyer whose calls use the newest version sees that it costs more before paying for it."""
+    names = {p.name for p in public}
+    if not names:
+        return public
+    prices: dict[str, list[tuple[int, int]]] = {}
+    for name, version, price in session.exec(
+        select(ModelVersion.name, ModelVersion.version, ModelVersion.price_per_row)
+        .where(col(ModelVersion.name).in_(names), ModelVersion.status == ModelStatus.published.value)
+        .order_by(col(ModelVersion.name), col(ModelVersion.version))
+    ).all():
+        prices.setdefault(name, []).append((version, price))
+    out = []
+    for p in public:
+        earlier = [price for version, price in prices.get(p.name, []) if version < p.version]
+        previous = earlier[-1] if earlier else None
+        out.append(
+            p.model_copy(
+                update={
+                    "previous_price_per_row": previous,
+                    "price_raised": previous is not None and p.price_per_row > previous,
+                }
+            )
+        )
+    return out

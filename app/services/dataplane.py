@@ -3,8 +3,9 @@
 Transports decode a request into :class:`~app.services.oip.InferRequest` and
 encode the :class:`~app.services.oip.InferResponse`; everything else is here:
 
-- who is calling: the user behind a bearer token, remembered for
-  ``auth_cache_seconds`` (a deactivated user is refused within that time);
+- who is calling: the user behind a bearer token or an API key, remembered for
+  ``auth_cache_seconds`` (a deactivated user is refused within that time; a
+  revoked key at once, by the charging transaction that locks its row);
 - which model: an in-memory view of the catalog, dropped when a version is
   published or hidden (in every API process, see app.core.notify);
 - the rows: checked against the model's schema before anything else happens,
@@ -31,13 +32,14 @@ from app import __version__
 from app.core import security
 from app.core.config import Settings
 from app.core.db import read_session
-from app.core.errors import Unauthorized
+from app.core.errors import BadRequest, Unauthorized
+from app.models.api_key import Scope
 from app.models.catalog import ONNX_RUNTIME, ModelVersion
 from app.models.user import User
 from app.runtime.batching import Coalescer
 from app.runtime.cache import ModelCache
 from app.runtime.schema import Feature
-from app.services import billing, catalog, oip, predictions
+from app.services import api_keys, billing, catalog, oip, predictions
 from app.store.base import ArtifactRef
 
 AUTH_CACHE_MAX_ENTRIES = 10_000
@@ -46,9 +48,12 @@ _INVALID_TOKEN = "invalid or expired token; sign in again"  # noqa: S105 - a mes
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the user a bearer token belongs to."""
+    """Who is calling: the user a bearer token belongs to; for an API key, the key and its scopes too (None: a
+    login token, which may do everything)."""
 
     user_id: int
+    api_key_id: int | None = None
+    scopes: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,8 @@ class TokenCache:
 
     def load(self, token: str) -> Principal:
         """Checks the token and looks its user up (blocking: call it in a thread)."""
+        if security.looks_like_api_key(token):
+            return self._load_key(token)
         try:
             subject, expires_at = security.decode_access_token_with_expiry(token, self.secret_key)
         except security.InvalidToken as exc:
@@ -120,12 +127,25 @@ class TokenCache:
         if user is None or not user.is_active:
             raise Unauthorized(_INVALID_TOKEN)
         principal = Principal(user_id=user.id or 0)
-        if self.seconds > 0:
-            until = time.monotonic() + min(self.seconds, max(0.0, expires_at - time.time()))
-            if len(self._entries) >= AUTH_CACHE_MAX_ENTRIES:
-                self._entries.clear()
-            self._entries[token] = (principal, until)
+        self._remember(token, principal, expires_at)
         return principal
+
+    def _load_key(self, token: str) -> Principal:
+        """An API key's user and scopes. Remembered like a token: its scopes never change, and whether it may
+        still pay (revoked, expired, over its limit) is checked in the transaction that charges it."""
+        with read_session(self.engine) as session:
+            key = api_keys.identify(session, token)
+        principal = Principal(user_id=key.user_id, api_key_id=key.id, scopes=key.scopes)
+        self._remember(token, principal, key.expires_at.timestamp() if key.expires_at is not None else None)
+        return principal
+
+    def _remember(self, token: str, principal: Principal, expires_at: float | None) -> None:
+        if self.seconds <= 0:
+            return
+        left = self.seconds if expires_at is None else min(self.seconds, max(0.0, expires_at - time.time()))
+        if len(self._entries) >= AUTH_CACHE_MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[token] = (principal, time.monotonic() + left)
 
 
 class CatalogView:
@@ -242,12 +262,16 @@ class DataPlane:
     async def infer(
         self, principal: Principal, name: str, version: int | None, request: oip.InferRequest
     ) -> oip.InferResponse:
+        api_keys.require_scope(principal.scopes, Scope.predict, "run predictions")
+        max_price = max_price_per_row(request.parameters)
         model = await self.model(name, version)
+        billing.check_price(model.name, model.version, model.price_per_row, max_price)
         n, columns = oip.to_columns(request.inputs, model.features, self.settings.predict_max_rows)
         predictor = await self.predictor(model)
         bill = await self.biller.submit(
             billing.Order(
                 user_id=principal.user_id,
+                api_key_id=principal.api_key_id,
                 model=billing.Priced(model.id, model.name, model.version, model.price_per_row, model.owner_id),
                 model_key=model.model_ref.md5,
                 predictor=predictor,
@@ -264,6 +288,18 @@ class DataPlane:
             parameters={"task_id": bill.task_id, "cost": bill.cost},
             outputs=[oip.output_tensor(bill.predictions)],
         )
+
+
+def max_price_per_row(parameters: dict[str, Any] | None) -> int | None:
+    """The request's ``parameters.max_price_per_row``: a whole number of credits of at least 1, or absent."""
+    value = (parameters or {}).get("max_price_per_row")
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 15:
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 2**53:
+        raise BadRequest("parameters.max_price_per_row must be a whole number of credits, at least 1")
+    return value
 
 
 def load_predictor(cache: ModelCache, model: ServedModel) -> billing.Predictor:

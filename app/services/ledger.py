@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from app.core.errors import InsufficientFunds, NotFound, Unprocessable
+from app.core.oncommit import on_commit
 from app.models.base import utcnow
 from app.models.ledger import (
     MINTING_KINDS,
@@ -31,7 +32,7 @@ from app.models.ledger import (
     LedgerReport,
 )
 
-# Counted when the entry is written; a transaction rolled back afterwards leaves its count behind.
+# Counted once the entry's transaction has committed (app.core.oncommit): a rolled-back entry counts nothing.
 LEDGER_ENTRIES = Counter("mlmarket_ledger_entries_total", "Ledger entries written, by kind", ["kind"])
 LEDGER_CREDITS = Counter("mlmarket_ledger_credits_total", "Credits moved by ledger entries, by kind", ["kind"])
 for _kind in EntryKind:
@@ -111,9 +112,13 @@ def _move(
     )
     session.add(entry)
     session.flush()
+    on_commit(session, lambda: _count(kind, amount))
+    return entry
+
+
+def _count(kind: EntryKind, amount: int) -> None:
     LEDGER_ENTRIES.labels(kind.value).inc()
     LEDGER_CREDITS.labels(kind.value).inc(abs(amount))
-    return entry
 
 
 def _credit_once(

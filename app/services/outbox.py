@@ -10,6 +10,12 @@ that drops it, a consumer that never acks nor returns it) still finishes: the
 relay also sweeps for open tasks untouched for ``stale_seconds`` and marks
 their outbox rows unsent again, so they are published once more. The worker's
 conditional transitions make the extra message harmless.
+
+Training jobs get the same sweep, every ``training_sweep_seconds``: a worker
+holds a running job, shard or merge under a lease it renews while it works, so
+a job whose lease has run out lost its worker and is published again at once;
+a queued job or shard untouched for ``training_stale_seconds`` lost its
+message and is published again too.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from app.models.base import utcnow
-from app.models.task import OPEN_STATUSES, OutboxMessage, Task
+from app.models.task import OPEN_STATUSES, OutboxMessage, Task, TaskStatus
+from app.models.training import TrainingJob, TrainingShard
 from app.queue.base import PREDICT_QUEUE, TRAIN_QUEUE, Broker, dead_queue, retry_queue
 
 log = logging.getLogger("mlmarket.outbox")
@@ -35,6 +42,9 @@ log = logging.getLogger("mlmarket.outbox")
 MAX_BACKOFF_SECONDS = 10.0
 _outbox: sa.Table = OutboxMessage.__table__  # type: ignore[attr-defined]
 _tasks: sa.Table = Task.__table__  # type: ignore[attr-defined]
+_jobs: sa.Table = TrainingJob.__table__  # type: ignore[attr-defined]
+_shards: sa.Table = TrainingShard.__table__  # type: ignore[attr-defined]
+MERGING = "merging shards"  # app.services.training.MERGING (that module imports the runtime's registry)
 
 
 @dataclass(frozen=True)
@@ -54,12 +64,17 @@ class OutboxRelay:
         poll_seconds: float = 0.5,
         batch_size: int = 200,
         stale_seconds: float | None = None,
+        training_stale_seconds: float | None = None,
+        training_sweep_seconds: float = 10.0,
     ) -> None:
         self.engine = engine
         self.broker = broker
         self.poll_seconds = poll_seconds
         self.batch_size = batch_size
         self.stale_seconds = stale_seconds
+        self.training_stale_seconds = training_stale_seconds
+        self.training_sweep_seconds = training_sweep_seconds
+        self._next_training_sweep = 0.0
         self.published = 0
         self.requeued = 0
         self._next_sweep = 0.0
@@ -94,6 +109,7 @@ class OutboxRelay:
             self._wake.clear()
 
     async def _sweep_when_due(self) -> None:
+        await self._sweep_training_when_due()
         if self.stale_seconds is None or time.monotonic() < self._next_sweep:
             return
         self._next_sweep = time.monotonic() + max(self.stale_seconds / 4, self.poll_seconds)
@@ -101,6 +117,77 @@ class OutboxRelay:
         if requeued:
             self.requeued += requeued
             log.warning("%d open tasks untouched for %.0fs; publishing them again", requeued, self.stale_seconds)
+
+    async def _sweep_training_when_due(self) -> None:
+        if self.training_stale_seconds is None or time.monotonic() < self._next_training_sweep:
+            return
+        self._next_training_sweep = time.monotonic() + self.training_sweep_seconds
+        requeued = await asyncio.to_thread(self.requeue_stale_training, self.training_stale_seconds)
+        if requeued:
+            self.requeued += requeued
+            log.warning(
+                "%d training jobs or shards lost their worker or their message; publishing them again", requeued
+            )
+
+    def requeue_stale_training(self, stale_seconds: float) -> int:
+        """Marks unsent the outbox rows of training work that lost its worker or its message; returns how many.
+
+        Lost its worker: running under a lease that ran out and no sweep has published it since (then again every
+        ``stale_seconds``). Lost its message: queued and untouched for ``stale_seconds``. That is, per job of one
+        shard, per shard of a sharded job, and per sharded job whose shards all succeeded but whose merge is not
+        running (one of its shards' messages goes out again: whoever takes it claims the merge). Each item is
+        touched in the statement that picks it, so concurrent relays pick it once.
+        """
+        now = utcnow()
+        stale = now - timedelta(seconds=stale_seconds)
+
+        def lost(table: sa.Table, *, queued: bool = True) -> sa.ColumnElement[bool]:
+            expired = sa.and_(
+                table.c.status == TaskStatus.running.value,
+                sa.or_(table.c.lease_until.is_(None), table.c.lease_until < now),
+                sa.or_(
+                    table.c.updated_at < stale, table.c.lease_until.is_(None), table.c.updated_at <= table.c.lease_until
+                ),
+            )
+            if not queued:
+                return expired
+            return sa.or_(sa.and_(table.c.status == TaskStatus.queued.value, table.c.updated_at < stale), expired)
+
+        def touch(conn: sa.Connection, table: sa.Table, which: sa.ColumnElement[bool]) -> list[str]:
+            picked = sa.select(table.c.id).where(which).limit(self.batch_size).scalar_subquery()
+            return list(
+                conn.execute(
+                    sa.update(table).where(table.c.id.in_(picked), which).values(updated_at=now).returning(table.c.id)
+                ).scalars()
+            )
+
+        open_job = sa.select(_jobs.c.id).where(_jobs.c.status.in_(OPEN_STATUSES))
+        unfinished_shard = sa.exists().where(
+            _shards.c.job_id == _jobs.c.id, _shards.c.status != TaskStatus.succeeded.value
+        )
+        # A sharded job waits for its merge while running, every shard succeeded, and the merge is not held by a live
+        # lease: a merge whose finalizer died, or one nobody claimed (the last shard's worker died before it could).
+        merge_waiting = sa.and_(
+            _jobs.c.shards > 1,
+            _jobs.c.status == TaskStatus.running.value,
+            ~unfinished_shard,
+            sa.or_(
+                sa.and_(_jobs.c.stage == MERGING, lost(_jobs, queued=False)),
+                sa.and_(_jobs.c.stage != MERGING, _jobs.c.updated_at < stale),
+            ),
+        )
+        with self.engine.begin() as conn:
+            messages = touch(conn, _jobs, sa.and_(_jobs.c.shards == 1, lost(_jobs)))
+            messages += touch(conn, _shards, sa.and_(_shards.c.job_id.in_(open_job), lost(_shards)))
+            merges = touch(conn, _jobs, merge_waiting)
+            if merges:
+                first_shard = (
+                    sa.select(sa.func.min(_shards.c.id)).where(_shards.c.job_id.in_(merges)).group_by(_shards.c.job_id)
+                )
+                messages += list(conn.execute(first_shard).scalars())
+            if messages:
+                conn.execute(sa.update(_outbox).where(_outbox.c.task_id.in_(messages)).values(sent_at=None))
+        return len(messages)
 
     def requeue_stale(self, stale_seconds: float) -> int:
         """Marks the outbox rows of open tasks untouched for ``stale_seconds`` unsent, so they go out again.

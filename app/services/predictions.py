@@ -36,7 +36,7 @@ from app.runtime.schema import (
     rows_from_csv,
     validate_rows,
 )
-from app.services import billing, catalog, ledger, oip, tabular
+from app.services import api_keys, billing, catalog, ledger, oip, tabular, webhooks
 from app.services.billing import Priced
 
 _tasks: sa.Table = Task.__table__  # type: ignore[attr-defined]
@@ -124,6 +124,8 @@ class Submission:
     rows: PreparedRows
     request_id: str | None = None
     task_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    webhook: webhooks.Target | None = None  # told when the task starts or finishes, as it asked
+    api_key_id: int | None = None  # the API key that pays (its limit is checked), None for a login token
 
     @property
     def cost(self) -> int:
@@ -150,7 +152,8 @@ def submit_many(engine: Engine, submissions: list[Submission]) -> list[Queued | 
     """Charges for and queues each submission; one transaction for the lot, with set-based statements.
 
     Each submission is reserved against its payer's locked balance in arrival order; one its payer cannot
-    cover is refused alone (402, no trace). The rest get their task, charge hold, charge entry and outbox
+    cover, or whose API key is revoked or would pass its monthly spend limit, is refused alone (402 or 401, no
+    trace). The rest get their task, charge hold, charge entry and outbox
     row, and the relays are told (NOTIFY) when the transaction commits. Should the batch fail in the
     database, each submission is tried alone so that only the one at fault fails.
     """
@@ -162,10 +165,13 @@ def _submit_many(engine: Engine, submissions: list[Submission]) -> list[Queued |
     now = utcnow()
     with engine.connect() as connection, connection.begin():
         locked = billing.lock_accounts(connection, {s.user_id for s in submissions}, platform=False)
+        keys = api_keys.KeySpends(connection, {s.api_key_id for s in submissions if s.api_key_id is not None}, now)
+        key_charges: list[tuple[str, int, int]] = []
         ledger = billing.BatchLedger(balances=dict(locked.balances))
         tasks: list[dict[str, Any]] = []
         holds: list[dict[str, Any]] = []
         outbox: list[dict[str, Any]] = []
+        subscriptions: list[dict[str, Any]] = []
         for i, sub in enumerate(submissions):
             payer = locked.account_of.get(sub.user_id)
             if payer is None:
@@ -174,8 +180,18 @@ def _submit_many(engine: Engine, submissions: list[Submission]) -> list[Queued |
             if ledger.balances[payer] < sub.cost:
                 results[i] = InsufficientFunds(need=sub.cost, have=ledger.balances[payer])
                 continue
+            refused = keys.reserve(sub.api_key_id, sub.cost)
+            if refused is not None:
+                results[i] = refused
+                continue
+            if sub.api_key_id is not None:
+                key_charges.append((sub.task_id, sub.api_key_id, sub.cost))
             ledger.move(payer, -sub.cost, EntryKind.charge, sub.task_id, f"{sub.model.name} v{sub.model.version}")
             tasks.append(_task_row(sub, now))
+            if sub.webhook is not None:
+                subscriptions.append(
+                    webhooks.subscription_row(sub.task_id, webhooks.PREDICTION, sub.user_id, sub.webhook, now)
+                )
             holds.append(
                 {
                     "task_id": sub.task_id,
@@ -198,10 +214,18 @@ def _submit_many(engine: Engine, submissions: list[Submission]) -> list[Queued |
         if tasks:
             billing.write_rows(
                 connection,
-                [(_tasks, tasks), (_holds, holds), (_entries, ledger.stamped_entries(now)), (_outbox, outbox)],
+                [
+                    (_tasks, tasks),
+                    (_holds, holds),
+                    (_entries, ledger.stamped_entries(now)),
+                    (_outbox, outbox),
+                    (webhooks.SUBSCRIPTIONS_TABLE, subscriptions),
+                    (api_keys.CHARGES_TABLE, api_keys.charge_rows(key_charges, keys.month)),
+                ],
                 ledger.deltas(),
                 notify=(OUTBOX_CHANNEL, ""),
             )
+        keys.write(connection)
     ledger.count()
     return [r if r is not None else ServiceUnavailable("the request was not queued; retry it") for r in results]
 
@@ -331,6 +355,7 @@ def start_many(engine: Engine, task_ids: list[str]) -> list[Started]:
                     _tasks.c.id, _tasks.c.model_version_id, _tasks.c.attempts, _tasks.c.rows_accepted, _tasks.c.inputs
                 )
             ).all()
+        webhooks.record_events(connection, [row[0] for row in rows], webhooks.STARTED)
     WATCHERS.tell([row[0] for row in rows], STARTED)
     return [Started(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows]
 
@@ -384,6 +409,7 @@ def complete_many(engine: Engine, done: list[Done], *, author_share_percent: int
         locked = billing.lock_accounts(connection, {a for a in author_of.values() if a is not None})
         held = _finish(connection, outputs, now)
         finished = sorted(held)
+        webhooks.record_events(connection, finished, webhooks.COMPLETED)
         ledger = billing.BatchLedger(balances=dict(locked.balances))
         billing.pay_out(
             ledger,
@@ -440,7 +466,9 @@ def fail(session: Session, *, task_id: str, reason: str) -> bool:
     if updated.rowcount != 1:  # type: ignore[attr-defined]
         session.rollback()
         return False
-    ledger.refund(session, task_id=task_id, memo="task failed")
+    if ledger.refund(session, task_id=task_id, memo="task failed"):
+        api_keys.give_back(session, task_id=task_id)
+    webhooks.record_events(session.connection(), [task_id], webhooks.COMPLETED)
     _tell(session.connection(), [task_id], FINISHED)
     session.commit()
     WATCHERS.tell([task_id], FINISHED)

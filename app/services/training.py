@@ -11,23 +11,24 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from app.core.config import Settings
-from app.core.errors import Conflict, NotFound, Unprocessable
+from app.core.errors import NotFound, Unprocessable
 from app.models.base import utcnow
-from app.models.catalog import ModelStatus, ModelTask, ModelVersion
+from app.models.catalog import ModelTask
 from app.models.task import OPEN_STATUSES, OutboxMessage, TaskStatus
 from app.models.training import Dataset, DatasetVersion, TrainingJob, TrainingJobCreate, TrainingShard
 from app.queue.base import TRAIN_QUEUE
 from app.runtime.algorithms import ALGORITHMS, checked_hyperparameters
 from app.runtime.algorithms import Algorithm as Algorithm  # for the routes, which do not import the runtime
-from app.runtime.schema import Feature
-from app.services import catalog, compiling, datasets, ledger
+from app.services import compiling, datasets, ledger, webhooks
+from app.store import gc
 from app.store.base import ArtifactRef, ArtifactStore
 
 if TYPE_CHECKING:
@@ -35,8 +36,12 @@ if TYPE_CHECKING:
 
 MAX_SHARDS = 8
 MERGING = "merging shards"
-# How long a finalizer may hold the merge of a sharded job before another worker may take it over.
-MERGE_LEASE_SECONDS = 600.0
+# How long a worker holds a job, a shard or a merge when no lease is given (the settings give one): it renews the
+# lease while it works, so only a dead worker's lease runs out, and then another worker may take the work over.
+LEASE_SECONDS = 30.0
+# Takes beyond task_max_attempts a job, shard or merge may have (after its workers died, which the broker's retry
+# count never sees) before it is failed and refunded instead of run again.
+CRASH_ALLOWANCE = 5
 _jobs: sa.Table = TrainingJob.__table__  # type: ignore[attr-defined]
 _shards: sa.Table = TrainingShard.__table__  # type: ignore[attr-defined]
 
@@ -87,7 +92,13 @@ def _checked_request(
 
 
 def submit(
-    session: Session, settings: Settings, *, user_id: int, request: TrainingJobCreate, retrain_of: str | None = None
+    session: Session,
+    settings: Settings,
+    *,
+    user_id: int,
+    request: TrainingJobCreate,
+    retrain_of: str | None = None,
+    webhook: webhooks.Target | None = None,
 ) -> TrainingJob:
     """Checks the request (404/422 before any money moves), then charges and queues the job in one transaction."""
     dataset, version, target, hyperparameters, task = _checked_request(session, user_id=user_id, request=request)
@@ -120,6 +131,7 @@ def submit(
             shard = TrainingShard(id=str(uuid.uuid4()), job_id=job.id, index=index)
             session.add(shard)
             session.add(OutboxMessage(task_id=shard.id, queue=TRAIN_QUEUE, payload=shard_message(shard)))
+    webhooks.subscribe(session, task_id=job.id, kind=webhooks.TRAINING_JOB, user_id=user_id, target=webhook)
     session.commit()
     return job
 
@@ -193,25 +205,75 @@ def model_task(job: TrainingJob) -> ModelTask:
 # -- the worker's side ----------------------------------------------------------------------------------
 
 
-def start(session: Session, job_id: str) -> TrainingJob | None:
-    """Marks a job running and counts the attempt. None when it is unknown or already finished."""
+def _takeable(table: sa.Table, now: datetime, worker: str) -> sa.ColumnElement[bool]:
+    """Queued, or running under a lease that has run out (its worker died) or that ``worker`` holds itself (its
+    message is retried after an error): ``worker`` may take it."""
+    return sa.or_(
+        table.c.status == TaskStatus.queued.value,
+        sa.and_(
+            table.c.status == TaskStatus.running.value,
+            sa.or_(table.c.lease_until.is_(None), table.c.lease_until < now, table.c.lease_owner == worker[:128]),
+        ),
+    )
+
+
+def start(
+    session: Session,
+    job_id: str,
+    *,
+    worker: str = "worker",
+    lease_seconds: float = LEASE_SECONDS,
+    max_takes: int | None = None,
+) -> TrainingJob | None:
+    """Takes a job for ``worker`` under a lease and counts the take. None when it is unknown, finished, or held by
+    another worker whose lease still runs (a duplicate message: the holder finishes it, or its lease runs out and
+    the sweep publishes it again).
+
+    A take beyond ``max_takes`` (its workers died on it again and again) fails and refunds the job instead, in the
+    take's own transaction; the job is returned failed.
+    """
     now = utcnow()
     updated = session.execute(
         sa.update(_jobs)
-        .where(_jobs.c.id == job_id, _jobs.c.status.in_(OPEN_STATUSES))
+        .where(_jobs.c.id == job_id, _takeable(_jobs, now, worker))
         .values(
             status=TaskStatus.running.value,
             attempts=_jobs.c.attempts + 1,
             progress=5,
             stage="loading data",
+            lease_owner=worker[:128],
+            lease_until=now + timedelta(seconds=lease_seconds),
             started_at=sa.func.coalesce(_jobs.c.started_at, now),
             updated_at=now,
         )
     )
-    session.commit()
     if updated.rowcount != 1:  # type: ignore[attr-defined]
+        session.commit()
         return None
-    return session.get(TrainingJob, job_id)
+    if max_takes is not None and (takes := _attempts(session, _jobs, job_id)) > max_takes:
+        _fail_uncommitted(session, job_id=job_id, reason=f"the job stopped its worker {takes - 1} times")
+    else:
+        webhooks.record_events(session.connection(), [job_id], webhooks.STARTED)
+    session.commit()
+    return session.get(TrainingJob, job_id, populate_existing=True)
+
+
+def _attempts(session: Session, table: sa.Table, key: str) -> int:
+    return int(session.execute(sa.select(table.c.attempts).where(table.c.id == key)).scalar_one())
+
+
+def renew(session: Session, *, job_id: str, worker: str, lease_seconds: float, shard_id: str | None = None) -> bool:
+    """Extends ``worker``'s lease on a running job (or shard, or merge). False when the worker no longer holds it."""
+    now = utcnow()
+    table, key = (_shards, shard_id) if shard_id is not None else (_jobs, job_id)
+    values: dict[str, Any] = {"lease_until": now + timedelta(seconds=lease_seconds), "updated_at": now}
+    updated = session.execute(
+        sa.update(table)
+        .where(table.c.id == key, table.c.status == TaskStatus.running.value, table.c.lease_owner == worker[:128])
+        .values(**values)
+    )
+    session.commit()
+    return updated.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
 
 def progress(session: Session, job_id: str, percent: int, stage: str) -> None:
@@ -244,13 +306,23 @@ def complete(
     artifact: ArtifactRef,
     duration_seconds: float,
     compiled: compiling.Compiled | None = None,
+    worker: str | None = None,
 ) -> bool:
-    """Stores metrics, report and artifact and settles the charge (all to the platform), exactly once."""
+    """Stores metrics, report and artifact and settles the charge (all to the platform), exactly once.
+
+    The status change is conditional and commits with the settlement's ledger entries, so a job is settled once
+    however many workers finish it. Given ``worker``, only the holder of the job's lease may complete it: a worker
+    whose lease ran out and was taken over (it was thought dead) finds its result refused.
+    """
     now = utcnow()
+    guard = [_jobs.c.id == job_id, _jobs.c.status.in_(OPEN_STATUSES)]
+    if worker is not None:
+        guard.append(_jobs.c.lease_owner == worker[:128])
     updated = session.execute(
         sa.update(_jobs)
-        .where(_jobs.c.id == job_id, _jobs.c.status.in_(OPEN_STATUSES))
+        .where(*guard)
         .values(
+            lease_until=None,
             status=TaskStatus.succeeded.value,
             progress=100,
             stage="done",
@@ -271,6 +343,7 @@ def complete(
         session.rollback()
         return False
     ledger.settle(session, task_id=job_id, author_user_id=None, author_share_percent=0)
+    webhooks.record_events(session.connection(), [job_id], webhooks.COMPLETED)
     session.commit()
     return True
 
@@ -281,11 +354,26 @@ def fail(session: Session, *, job_id: str, reason: str, shard_id: str | None = N
     For a sharded job, ``shard_id`` (the shard that failed) gets ``reason`` and every other unfinished shard is
     closed as failed too, so a shard still training elsewhere cannot succeed afterwards.
     """
+    if not _fail_uncommitted(session, job_id=job_id, reason=reason, shard_id=shard_id):
+        return False
+    session.commit()
+    return True
+
+
+def _fail_uncommitted(session: Session, *, job_id: str, reason: str, shard_id: str | None = None) -> bool:
+    """:func:`fail` in the caller's transaction (rolled back and False when the job had already finished)."""
     now = utcnow()
     updated = session.execute(
         sa.update(_jobs)
         .where(_jobs.c.id == job_id, _jobs.c.status.in_(OPEN_STATUSES))
-        .values(status=TaskStatus.failed.value, stage="failed", error=reason[:2000], finished_at=now, updated_at=now)
+        .values(
+            status=TaskStatus.failed.value,
+            stage="failed",
+            error=reason[:2000],
+            lease_until=None,
+            finished_at=now,
+            updated_at=now,
+        )
     )
     if updated.rowcount != 1:  # type: ignore[attr-defined]
         session.rollback()
@@ -294,15 +382,23 @@ def fail(session: Session, *, job_id: str, reason: str, shard_id: str | None = N
         session.execute(
             sa.update(_shards)
             .where(_shards.c.id == shard_id, _shards.c.job_id == job_id, _shards.c.status.in_(OPEN_STATUSES))
-            .values(status=TaskStatus.failed.value, error=reason[:2000], finished_at=now)
+            .values(
+                status=TaskStatus.failed.value, error=reason[:2000], lease_until=None, finished_at=now, updated_at=now
+            )
         )
     session.execute(
         sa.update(_shards)
         .where(_shards.c.job_id == job_id, _shards.c.status.in_(OPEN_STATUSES))
-        .values(status=TaskStatus.failed.value, error="the job failed: another shard failed", finished_at=now)
+        .values(
+            status=TaskStatus.failed.value,
+            error="the job failed: another shard failed",
+            lease_until=None,
+            finished_at=now,
+            updated_at=now,
+        )
     )
     ledger.refund(session, task_id=job_id, memo="training failed")
-    session.commit()
+    webhooks.record_events(session.connection(), [job_id], webhooks.COMPLETED)
     return True
 
 
@@ -330,11 +426,30 @@ def open_job_messages(session: Session) -> list[tuple[str, dict[str, Any]]]:
 # -- shards of a sharded job ------------------------------------------------------------------------------
 
 
-def start_shard(session: Session, *, job_id: str, shard_id: str, worker: str) -> TrainingShard | None:
-    """Marks a shard running on ``worker`` (and its job running, on the first shard).
+@dataclass(frozen=True)
+class ShardTake:
+    """A shard message's view of its shard: ``taken`` when this worker now trains it (``shard.attempts`` counts
+    the takes); else the shard is trained elsewhere, or it has succeeded and only the merge may be left."""
 
-    None when the job is finished or the shard unknown; a shard that already succeeded is returned as it is,
-    so a redelivered message can still see the job to its merge.
+    shard: TrainingShard
+    taken: bool
+    gave_up: bool = False
+
+
+def start_shard(
+    session: Session,
+    *,
+    job_id: str,
+    shard_id: str,
+    worker: str,
+    lease_seconds: float = LEASE_SECONDS,
+    max_takes: int | None = None,
+) -> ShardTake | None:
+    """Takes a shard for ``worker`` under a lease (and marks its job running, on the first shard).
+
+    None when the job is finished or the shard unknown or failed. A shard that already succeeded, or that another
+    worker trains under a live lease, is returned not taken, so a redelivered message can still see the job to its
+    merge. A take beyond ``max_takes`` fails and refunds the job instead, in the take's transaction (``gave_up``).
     """
     now = utcnow()
     session.execute(
@@ -355,27 +470,52 @@ def start_shard(session: Session, *, job_id: str, shard_id: str, worker: str) ->
     if job_open is None:
         session.rollback()
         return None
-    session.execute(
+    webhooks.record_events(session.connection(), [job_id], webhooks.STARTED)
+    taken = session.execute(
         sa.update(_shards)
-        .where(_shards.c.id == shard_id, _shards.c.job_id == job_id, _shards.c.status.in_(OPEN_STATUSES))
-        .values(status=TaskStatus.running.value, attempts=_shards.c.attempts + 1, worker=worker[:128])
+        .where(_shards.c.id == shard_id, _shards.c.job_id == job_id, _takeable(_shards, now, worker))
+        .values(
+            status=TaskStatus.running.value,
+            attempts=_shards.c.attempts + 1,
+            worker=worker[:128],
+            lease_owner=worker[:128],
+            lease_until=now + timedelta(seconds=lease_seconds),
+            updated_at=now,
+        )
     )
+    gave_up = False
+    takes = _attempts(session, _shards, shard_id) if taken.rowcount == 1 else 0  # type: ignore[attr-defined]
+    if max_takes is not None and takes > max_takes:
+        reason = f"a shard stopped its worker {takes - 1} times"
+        gave_up = _fail_uncommitted(session, job_id=job_id, reason=reason, shard_id=shard_id)
     session.commit()
     shard = session.get(TrainingShard, shard_id)
+    if shard is not None and gave_up:
+        return ShardTake(shard=shard, taken=False, gave_up=True)
     if shard is None or shard.job_id != job_id or shard.status == TaskStatus.failed.value:
         return None
     session.refresh(shard)
-    return shard
+    return ShardTake(shard=shard, taken=taken.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def complete_shard(
-    session: Session, *, shard_id: str, rows: int, artifact: ArtifactRef, duration_seconds: float
+    session: Session,
+    *,
+    shard_id: str,
+    rows: int,
+    artifact: ArtifactRef,
+    duration_seconds: float,
+    worker: str | None = None,
 ) -> bool:
-    """Records a trained shard and moves its job's progress on. False when the shard was already closed."""
+    """Records a trained shard and moves its job's progress on. False when the shard was already closed (or,
+    given ``worker``, taken over by another worker after this one's lease ran out)."""
     now = utcnow()
+    guard = [_shards.c.id == shard_id, _shards.c.status == TaskStatus.running.value]
+    if worker is not None:
+        guard.append(_shards.c.lease_owner == worker[:128])
     updated = session.execute(
         sa.update(_shards)
-        .where(_shards.c.id == shard_id, _shards.c.status == TaskStatus.running.value)
+        .where(*guard)
         .values(
             status=TaskStatus.succeeded.value,
             rows=rows,
@@ -384,7 +524,9 @@ def complete_shard(
             artifact_path=artifact.path,
             duration_seconds=duration_seconds,
             error=None,
+            lease_until=None,
             finished_at=now,
+            updated_at=now,
         )
     )
     if updated.rowcount != 1:  # type: ignore[attr-defined]
@@ -422,37 +564,71 @@ def note_shard_progress(session: Session, job_id: str) -> None:
     session.commit()
 
 
-def claim_merge(session: Session, job_id: str, *, lease_seconds: float = MERGE_LEASE_SECONDS) -> bool:
-    """The finalizer's guard: True for exactly one caller once every shard has succeeded.
+def claim_merge(
+    session: Session,
+    job_id: str,
+    *,
+    worker: str = "worker",
+    lease_seconds: float = LEASE_SECONDS,
+    max_takes: int | None = None,
+) -> TrainingJob | None:
+    """The finalizer's guard: the job for exactly one caller once every shard has succeeded, else None.
 
-    A conditional update on the job: only a running job whose merge nobody holds (or whose holder let its lease
-    run out, having died mid-merge) can be claimed.
+    A conditional update on the job: only a running job whose merge nobody holds, or whose holder's lease ran out
+    (it died mid-merge: a live finalizer renews its lease), can be claimed. Each claim counts in ``attempts`` (after
+    the one take of the job by its first shard); a claim beyond ``max_takes`` fails and refunds the job instead, in
+    the claim's transaction, and the job is returned failed.
     """
     if any(s.status != TaskStatus.succeeded.value for s in shards_of(session, job_id)):
         session.rollback()
-        return False
+        return None
     now = utcnow()
     updated = session.execute(
         sa.update(_jobs)
         .where(
             _jobs.c.id == job_id,
             _jobs.c.status == TaskStatus.running.value,
-            sa.or_(_jobs.c.stage != MERGING, _jobs.c.updated_at < now - timedelta(seconds=lease_seconds)),
+            sa.or_(_jobs.c.stage != MERGING, _jobs.c.lease_until.is_(None), _jobs.c.lease_until < now),
         )
-        .values(stage=MERGING, progress=90, updated_at=now)
+        .values(
+            stage=MERGING,
+            progress=90,
+            attempts=_jobs.c.attempts + 1,
+            lease_owner=worker[:128],
+            lease_until=now + timedelta(seconds=lease_seconds),
+            updated_at=now,
+        )
     )
+    if updated.rowcount != 1:  # type: ignore[attr-defined]
+        session.commit()
+        return None
+    if max_takes is not None and (claims := _attempts(session, _jobs, job_id) - 1) > max_takes:
+        _fail_uncommitted(
+            session, job_id=job_id, reason=f"the merge of its shards stopped its worker {claims - 1} times"
+        )
     session.commit()
-    return updated.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+    return session.get(TrainingJob, job_id, populate_existing=True)
 
 
-def release_merge(session: Session, job_id: str) -> None:
+def release_merge(session: Session, job_id: str, *, worker: str = "worker") -> None:
     """Gives the merge back after an error, so the retried message can claim it again."""
     session.execute(
         sa.update(_jobs)
-        .where(_jobs.c.id == job_id, _jobs.c.status == TaskStatus.running.value, _jobs.c.stage == MERGING)
-        .values(stage="shards trained", updated_at=utcnow())
+        .where(
+            _jobs.c.id == job_id,
+            _jobs.c.status == TaskStatus.running.value,
+            _jobs.c.stage == MERGING,
+            _jobs.c.lease_owner == worker[:128],
+        )
+        .values(stage="shards trained", lease_until=None, updated_at=utcnow())
     )
     session.commit()
+
+
+def max_takes(settings: Settings) -> int:
+    """How many times a job, a shard or a merge is taken before it is failed and refunded instead: the broker's
+    retries and as many takes again after workers died on it (which the broker's count never sees)."""
+    return settings.task_max_attempts + CRASH_ALLOWANCE
 
 
 # -- lifecycle ------------------------------------------------------------------------------------------
@@ -473,80 +649,48 @@ def restore(session: Session, job: TrainingJob) -> TrainingJob:
     return job
 
 
+def files_of(session: Session, job_id: str) -> list[ArtifactRef]:
+    """Every file a job put in the store: its model (and ONNX copy) and its shards' models."""
+    job = session.get(TrainingJob, job_id)
+    refs: list[ArtifactRef] = []
+    if job is not None:
+        compiled = compiling.of_job(job)
+        refs += [r for r in (artifact_ref(job), compiled.onnx if compiled else None) if r is not None]
+    refs += [r for s in shards_of(session, job_id) if (r := shard_ref(s)) is not None]
+    return refs
+
+
+def discard_files(session: Session, store: ArtifactStore, job_id: str, *, also: Sequence[ArtifactRef] = ()) -> int:
+    """Removes the files of a failed job (and ``also``: files a worker stored for it but could not record) that no
+    dataset, model or other job uses; returns how many. Best effort: what cannot be removed now is left to the
+    store sweep.
+
+    Does nothing while the job has not failed: a file a worker could not record because another worker took its
+    work over may be byte for byte the one the other worker is storing under the same md5 right now; the sweep,
+    which waits for a grace period, takes it if it stays unused.
+    """
+    job = session.get(TrainingJob, job_id)
+    if job is not None and job.status != TaskStatus.failed.value:
+        session.rollback()
+        return 0
+    return len(gc.discard(session, store, [*files_of(session, job_id), *also]))
+
+
 def hard_delete(session: Session, store: ArtifactStore, job: TrainingJob) -> None:
-    """Deletes a finished job and its model file from the store (unless a published model uses the file).
+    """Deletes a finished job, its shards and its files from the store (unless a published model, a dataset or
+    another job uses a file).
 
     The ledger keeps its entries: they are history, not part of the job.
     """
     if job.status in OPEN_STATUSES:
         raise Unprocessable(f"training job {job.id} is still {job.status}; delete it when it has finished")
-    refs = [r for r in [artifact_ref(job)] if r is not None]
-    shards = session.exec(select(TrainingShard).where(TrainingShard.job_id == job.id)).all()
-    for shard in shards:
-        if shard.artifact_md5 and shard.artifact_size is not None and shard.artifact_path:
-            refs.append(ArtifactRef(md5=shard.artifact_md5, size=shard.artifact_size, path=shard.artifact_path))
+    refs = files_of(session, job.id)
+    for shard in session.exec(select(TrainingShard).where(TrainingShard.job_id == job.id)).all():
         session.delete(shard)
     session.flush()
     session.delete(job)
-    session.flush()
-    md5s = [r.md5 for r in refs]
-    in_use = set(session.exec(select(ModelVersion.artifact_md5).where(col(ModelVersion.artifact_md5).in_(md5s))).all())
-    in_use |= {
-        md5
-        for md5 in session.exec(select(TrainingJob.artifact_md5).where(col(TrainingJob.artifact_md5).in_(md5s))).all()
-        if md5
-    }
     session.commit()
-    for ref in refs:
-        if ref.md5 not in in_use:
-            store.remove(ref)
-
-
-# -- publishing -----------------------------------------------------------------------------------------
-
-
-def publish(
-    session: Session, *, user_id: int, job_id: str, name: str, description: str, price_per_row: int
-) -> ModelVersion:
-    """The next version of catalog model ``name`` from a succeeded job's artifact, owned by the job's author."""
-    job = get_for_user(session, user_id=user_id, job_id=job_id)
-    ref = artifact_ref(job)
-    if job.status != TaskStatus.succeeded.value or ref is None or not job.features:
-        raise Conflict(f"training job {job_id} has no model to publish (status {job.status})")
-    owners = set(session.exec(select(ModelVersion.owner_id).where(ModelVersion.name == name)).all())
-    if owners and owners != {user_id}:
-        raise Conflict(f"the model name {name!r} belongs to another author; choose another name")
-    model = catalog.publish_version(
-        session,
-        name=name,
-        task=ModelTask(job.task),
-        algorithm=job.algorithm,
-        price_per_row=price_per_row,
-        features=[Feature.model_validate(f) for f in job.features],
-        artifact=ref,
-        owner_id=user_id,
-        description=description,
-        classes=(job.report or {}).get("classes"),
-        metrics=job.metrics,
-    )
-    compiling.apply(model, compiling.of_job(job))
-    session.add(model)
-    session.commit()
-    return model
-
-
-def unpublish(session: Session, *, user_id: int, name: str) -> list[ModelVersion]:
-    """Hides every published version of the user's model from the catalog; tasks and their history stay."""
-    versions = session.exec(select(ModelVersion).where(ModelVersion.name == name)).all()
-    if not versions or any(v.owner_id != user_id for v in versions):
-        raise NotFound(f"model {name!r} not found among your models")
-    for version in versions:
-        if version.status == ModelStatus.published.value:
-            version.status = ModelStatus.unlisted.value
-            session.add(version)
-    catalog.mark_changed(session)
-    session.commit()
-    return list(versions)
+    gc.discard(session, store, refs)
 
 
 # -- the algorithm registry and reports, for the routes ----------------------------------------------------

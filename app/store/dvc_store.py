@@ -25,6 +25,8 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 
@@ -48,6 +50,16 @@ S3_READ_TIMEOUT_SECONDS = 60
 PROBE_TIMEOUT_SECONDS = 3
 S3_FETCH_ATTEMPTS = 3
 _CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One object of the remote: the md5 it is stored under, its size and when it was written."""
+
+    md5: str
+    size: int
+    modified: datetime
+
 
 # One lock per workspace for every store object in this process; the file lock covers other processes.
 _workspace_locks: dict[Path, threading.RLock] = {}
@@ -226,6 +238,40 @@ class DvcStore:
                     ) from exc
         log.info("removed artifact %s (md5 %s) from %s", ref.path, ref.md5, self.remote_description)
 
+    # -- store hygiene (see app.store.gc) ----------------------------------------------------------
+
+    def objects(self) -> list[StoredObject]:
+        """Every object in the remote's content-addressed layout."""
+        raise NotImplementedError
+
+    def remove_object(self, md5: str) -> None:
+        """Deletes the object of ``md5`` from the remote and from this workspace (cache, fetched copy and the
+        artifact tracked under it, if any), without DVC: the sweep knows objects by md5 alone."""
+        if not MD5_PATTERN.fullmatch(md5):
+            raise ArtifactMissing(f"no valid md5 ({md5!r})")
+        with self._locked():
+            (self.root / ".dvc" / "cache" / _object_key(md5)).unlink(missing_ok=True)
+            (self.root / FETCHED_DIR / md5).unlink(missing_ok=True)
+            artifacts = self.root / ARTIFACTS_DIR
+            for dvc_file in artifacts.rglob("*.dvc") if artifacts.is_dir() else []:
+                try:
+                    tracked = _read_dvc_out(dvc_file)["md5"]
+                except (StoreError, OSError, yaml.YAMLError):
+                    continue
+                if tracked == md5:
+                    dvc_file.with_name(dvc_file.name.removesuffix(".dvc")).unlink(missing_ok=True)
+                    dvc_file.unlink(missing_ok=True)
+            try:
+                self._delete_remote_object(md5)
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise StoreError(f"could not remove object {md5} from {self.remote_description}: {exc}") from exc
+        log.info("removed unused object %s from %s", md5, self.remote_description)
+
+    def _delete_remote_object(self, md5: str) -> None:
+        raise NotImplementedError
+
 
 class LocalRemoteStore(DvcStore):
     """The embedded default: the remote is a folder on this machine (or a shared volume)."""
@@ -244,6 +290,18 @@ class LocalRemoteStore(DvcStore):
             return (self.remote_dir / _object_key(ref.md5)).open("rb")
         except FileNotFoundError:
             raise self._missing(ref) from None
+
+    def objects(self) -> list[StoredObject]:
+        found = []
+        for path in (self.remote_dir / "files" / "md5").glob("*/*"):
+            md5 = path.parent.name + path.name
+            if MD5_PATTERN.fullmatch(md5) and path.is_file():
+                stat = path.stat()
+                found.append(StoredObject(md5, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC)))
+        return found
+
+    def _delete_remote_object(self, md5: str) -> None:
+        (self.remote_dir / _object_key(md5)).unlink(missing_ok=True)
 
     def check(self) -> None:
         if not self.remote_dir.is_dir():
@@ -343,6 +401,20 @@ class S3RemoteStore(DvcStore):
                 raise self._missing(ref) from None
             raise
         return body  # a botocore StreamingBody: read(n) and close()
+
+    def objects(self) -> list[StoredObject]:
+        prefix = self.object_key("00")[: -len("00/")]  # <prefix>/files/md5/
+        paginator = self._fetch_client().get_paginator("list_objects_v2")
+        found = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                md5 = item["Key"][len(prefix) :].replace("/", "")
+                if MD5_PATTERN.fullmatch(md5):
+                    found.append(StoredObject(md5, int(item["Size"]), item["LastModified"].astimezone(UTC)))
+        return found
+
+    def _delete_remote_object(self, md5: str) -> None:
+        self._fetch_client().delete_object(Bucket=self.bucket, Key=self.object_key(md5))
 
     def check(self) -> None:
         # A probe answers fast: one attempt with short timeouts, where DVC's own client retries for seconds.

@@ -7,8 +7,10 @@ as ``raw_input_contents`` by default; typed ``contents`` are accepted as well.
 Outputs go back as ``raw_output_contents`` (little-endian; BYTES elements each
 after a 4-byte length), which is what ``InferResult.as_numpy`` reads.
 
-ModelInfer needs ``authorization: Bearer <token>`` in the call's metadata, as
-REST does; health and metadata calls need nothing. Errors carry the status code
+ModelInfer needs ``authorization: Bearer <token>`` (a login token or an API key
+with the ``predict`` scope) in the call's metadata, as REST does; health and
+metadata calls need nothing. A ``max_price_per_row`` request parameter caps the
+price per row (ABORTED when the model costs more, nothing charged). Errors carry the status code
 of the protocol error they are (see ``_STATUS``) and the same message as REST.
 """
 
@@ -27,7 +29,7 @@ import numpy as np
 from app.api.grpc import open_inference_pb2 as pb
 from app.api.grpc import open_inference_pb2_grpc as pb_grpc
 from app.core.config import Settings
-from app.core.errors import AppError, BadRequest, NotFound
+from app.core.errors import AppError, BadRequest, InsufficientFunds, NotFound
 from app.models.catalog import MODEL_NAME_PATTERN
 from app.services import oip
 from app.services.dataplane import DataPlane
@@ -80,7 +82,7 @@ def _status_of(exc: AppError) -> tuple[grpc.StatusCode, str]:
         log.error("gRPC: unmapped %s (%s): %s", type(exc).__name__, exc.status_code, exc.detail)
         return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
     message = exc.detail
-    if exc.status_code == 402 and not message.startswith("insufficient balance"):
+    if isinstance(exc, InsufficientFunds) and not message.startswith("insufficient balance"):
         message = f"insufficient balance: {message}"
     return code, message
 

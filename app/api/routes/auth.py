@@ -51,6 +51,7 @@ def issue_token(
         error.headers = {"Retry-After": str(wait)}
         raise error
     user = users.authenticate(session, form.username, form.password)
+    session.commit()  # the throttle writes on its own connection; on SQLite this one must not hold the lock
     if user is None:
         throttle.record_failure(form.username, address)
         raise Unauthorized("incorrect email or password")

@@ -9,6 +9,7 @@ from starlette.datastructures import UploadFile
 from app.api.deps import CurrentUser, SessionDep, SettingsDep
 from app.api.routes.common import Limit, Offset
 from app.core.errors import BadRequest, PayloadTooLarge
+from app.core.handlers import unstorable_text
 from app.models.training import (
     AppendRowsRequest,
     Dataset,
@@ -21,6 +22,8 @@ from app.models.training import (
 from app.services import datasets
 
 router = APIRouter(prefix="/datasets", tags=["training studio"])
+# A dataset's name and target column, as stored.
+MAX_FORM_TEXT = 255
 
 DatasetId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 IncludeDeleted = Annotated[bool, Query(description="Also list soft-deleted datasets")]
@@ -62,7 +65,17 @@ def to_public(dataset: Dataset, version: DatasetVersion) -> DatasetPublic:
 
 def _form_text(form: Any, key: str) -> str | None:
     value = form.get(key)
-    return value.strip() if isinstance(value, str) and value.strip() else None
+    text = value.strip() if isinstance(value, str) and value.strip() else None
+    if text is not None:
+        _check_text(text, key)
+    return text
+
+
+def _check_text(text: str, key: str) -> None:
+    if len(text) > MAX_FORM_TEXT:
+        raise BadRequest(f"the form field {key!r} is longer than {MAX_FORM_TEXT} characters")
+    if unstorable_text(text):
+        raise BadRequest(f"the form field {key!r} contains a NUL character or is not valid Unicode text")
 
 
 @router.post(
@@ -87,6 +100,7 @@ async def upload_dataset(request: Request, user: CurrentUser, session: SessionDe
     if len(data) > settings.dataset_max_bytes:
         raise PayloadTooLarge(f"the CSV file is larger than {settings.dataset_max_bytes} bytes")
     name = _form_text(form, "name") or upload.filename or "dataset.csv"
+    _check_text(name, "name")
     dataset, version = await run_in_threadpool(
         datasets.create,
         session,

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -33,6 +34,12 @@ async def _outcome(check: Any) -> str:
         return f"unavailable: {type(exc).__name__}"
 
 
+# Dependencies the API can do without for a while: requests still land in the outbox (broker) and models already
+# loaded still serve (store). Readiness reports them "degraded" but stays 200 for the grace period, so a broker
+# restart does not take every API pod out of service at once. The database is not one of them.
+TOLERATED = ("broker", "store")
+
+
 @router.get("/ready", responses={503: {"description": "A dependency is unavailable"}})
 async def ready(request: Request, engine: Annotated[Engine, Depends(get_engine)]) -> JSONResponse:
     checks = {
@@ -40,8 +47,21 @@ async def ready(request: Request, engine: Annotated[Engine, Depends(get_engine)]
         "broker": await _outcome(request.app.state.broker.ping()),
         "store": await _outcome(asyncio.to_thread(request.app.state.store.check)),
     }
-    healthy = all(v == "ok" for v in checks.values())
-    return JSONResponse(
-        status_code=200 if healthy else 503,
-        content={"status": "ok" if healthy else "unavailable", "checks": checks},
-    )
+    grace = request.app.state.settings.readiness_grace_seconds
+    failing_since: dict[str, float] | None = getattr(request.app.state, "readiness_failing_since", None)
+    if failing_since is None:  # since when each tolerated dependency has been failing, in this process
+        failing_since = request.app.state.readiness_failing_since = {}
+    now = time.monotonic()
+    for name in TOLERATED:
+        if checks[name] == "ok":
+            failing_since.pop(name, None)
+        else:
+            failing_since.setdefault(name, now)
+    within_grace = all(now - failing_since[name] < grace for name in TOLERATED if name in failing_since)
+    if all(v == "ok" for v in checks.values()):
+        status, code = "ok", 200
+    elif checks["database"] == "ok" and within_grace:
+        status, code = "degraded", 200
+    else:
+        status, code = "unavailable", 503
+    return JSONResponse(status_code=code, content={"status": status, "checks": checks})

@@ -72,8 +72,10 @@ _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "The predictions, one per row, as the `predict` output tensor"},
     400: {"description": "Malformed tensors or rows that do not fit the model's input schema"},
     401: {"description": "No or an invalid bearer token"},
-    402: {"description": "The balance does not cover the rows"},
+    402: {"description": "The balance does not cover the rows, or an API key's monthly spend limit would be passed"},
+    403: {"description": "An API key without the 'predict' scope"},
     404: {"description": "Unknown model or version"},
+    409: {"description": "The model costs more per row than `parameters.max_price_per_row`"},
 }
 
 

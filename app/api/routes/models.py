@@ -15,8 +15,8 @@ router = APIRouter(prefix="/models", tags=["models"])
 @router.get("", response_model=list[ModelVersionPublic])
 def list_models(session: ReadSessionDep) -> list[ModelVersionPublic]:
     models = catalog.list_catalog(session)
-    owners = catalog.owner_emails(session, models)
-    return [catalog.to_public(m, owners) for m in models]
+    owners = catalog.author_names(session, models)
+    return catalog.with_price_history(session, [catalog.to_public(m, owners) for m in models])
 
 
 @router.get("/{name}", response_model=ModelPublic, responses={404: {"description": "No such model"}})
@@ -26,7 +26,8 @@ def read_model(session: ReadSessionDep, name: str = Path(max_length=64)) -> Mode
     versions = catalog.published_versions_of(session, name)
     if not versions:
         raise NotFound(f"model {name!r} not found; GET /api/v1/models lists the catalog")
-    owners = catalog.owner_emails(session, versions)
+    owners = catalog.author_names(session, versions)
     current = next((v for v in versions if v.status == "published"), versions[0])
-    public = [catalog.to_public(v, owners) for v in versions]
-    return ModelPublic.model_validate(catalog.to_public(current, owners), update={"versions": public})
+    public = catalog.with_price_history(session, [catalog.to_public(v, owners) for v in versions])
+    shown = next(p for p in public if p.version == current.version)
+    return ModelPublic.model_validate(shown, update={"versions": public})

@@ -10,11 +10,12 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, status
 from fastapi.responses import Response, StreamingResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from app.api.deps import CurrentPrincipal, CurrentUser, DataPlaneDep, ReadSessionDep, SettingsDep, get_engine
 from app.api.routes.common import Limit, Offset
+from app.api.routes.webhooks import WEBHOOK_PROPERTIES, webhook_target
 from app.api.sse import state_events
 from app.core.config import Settings
 from app.core.db import read_session
@@ -32,8 +33,8 @@ from app.models.task import (
     TaskPublic,
     TaskStatus,
 )
-from app.services import predictions, results
-from app.services.billing import Priced
+from app.services import predictions, results, webhooks
+from app.services.billing import Priced, check_price
 from app.services.dataplane import ServedModel
 
 router = APIRouter(prefix="/predictions", tags=["predictions"])
@@ -52,12 +53,29 @@ class PredictionInput:
         rows: list[Any] | None = None,
         csv_text: str | None = None,
         parquet: bytes | None = None,
+        max_price_per_row: int | None = None,
+        webhook: webhooks.Target | None = None,
     ):
         self.model = model
         self.version = version
         self.rows = rows
         self.csv_text = csv_text
         self.parquet = parquet
+        self.max_price_per_row = max_price_per_row
+        self.webhook = webhook
+
+
+class PriceCap(BaseModel):
+    """``max_price_per_row``: the most the caller pays per row; a model that costs more answers 409."""
+
+    max_price_per_row: int | None = Field(default=None, ge=1, le=2**53, strict=True)
+
+
+def _price_cap(value: Any) -> int | None:
+    try:
+        return PriceCap.model_validate({"max_price_per_row": value}).max_price_per_row
+    except ValidationError as exc:
+        raise Unprocessable("max_price_per_row must be a whole number of credits, at least 1") from exc
 
 
 async def read_prediction_input(request: Request, settings: SettingsDep) -> PredictionInput:
@@ -73,12 +91,15 @@ async def read_prediction_input(request: Request, settings: SettingsDep) -> Pred
         raise PayloadTooLarge(f"request body is larger than {settings.predict_max_bytes} bytes")
     try:
         # orjson: about half of the time of a full JSON validation for big requests (rows are checked later)
-        parsed = PredictionRequest.model_validate(orjson.loads(body))
+        loaded = orjson.loads(body)
+        parsed = PredictionRequest.model_validate(loaded)
     except orjson.JSONDecodeError as exc:
         raise Unprocessable(f"request body is not valid JSON ({exc})") from exc
     except ValidationError as exc:
         raise Unprocessable(describe_validation_errors(exc.errors())) from exc
-    return PredictionInput(parsed.model, parsed.version, rows=parsed.rows)
+    cap = _price_cap(loaded.get("max_price_per_row"))
+    hook = webhook_target(loaded, settings)
+    return PredictionInput(parsed.model, parsed.version, rows=parsed.rows, max_price_per_row=cap, webhook=hook)
 
 
 async def _read_multipart(request: Request, settings: Settings) -> PredictionInput:
@@ -98,6 +119,14 @@ async def _read_multipart(request: Request, settings: Settings) -> PredictionInp
         if not version_raw.strip().isdigit() or int(version_raw) < 1:
             raise Unprocessable("version must be a positive whole number")
         version = int(version_raw)
+    cap_raw = form.get("max_price_per_row")
+    cap: int | None = None
+    if isinstance(cap_raw, str) and cap_raw.strip():
+        if not cap_raw.strip().isdigit() or len(cap_raw.strip()) > 15:
+            raise Unprocessable("max_price_per_row must be a whole number of credits, at least 1")
+        cap = _price_cap(int(cap_raw.strip()))
+    events = ",".join(v for v in form.getlist("webhook_events") if isinstance(v, str))
+    hook = webhook_target({"webhook": form.get("webhook"), "webhook_events": events or None}, settings)
     data = await upload.read(settings.predict_max_bytes + 1)
     parquet = results.is_parquet(upload.filename, upload.content_type, data)
     if len(data) > settings.predict_max_bytes:
@@ -110,20 +139,34 @@ async def _read_multipart(request: Request, settings: Settings) -> PredictionInp
         await asyncio.to_thread(
             results.check_parquet, data, max_rows=settings.predict_max_rows, max_bytes=settings.predict_max_bytes
         )
-        return PredictionInput(model.strip(), version, parquet=data)
+        return PredictionInput(model.strip(), version, parquet=data, max_price_per_row=cap, webhook=hook)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise BadRequest("file must be utf-8 csv") from exc
-    return PredictionInput(model.strip(), version, csv_text=text)
+    return PredictionInput(model.strip(), version, csv_text=text, max_price_per_row=cap, webhook=hook)
 
 
 PredictionInputDep = Annotated[PredictionInput, Depends(read_prediction_input)]
 
+_MAX_PRICE_SCHEMA = {
+    "type": "integer",
+    "minimum": 1,
+    "description": "The most you pay per row: a model (or its newest version) that costs more answers 409 and "
+    "charges nothing",
+}
+
+
+def _json_schema() -> dict[str, Any]:
+    schema = PredictionRequest.model_json_schema()
+    properties = {**schema.get("properties", {}), "max_price_per_row": _MAX_PRICE_SCHEMA, **WEBHOOK_PROPERTIES}
+    return {**schema, "properties": properties}
+
+
 _REQUEST_BODY = {
     "required": True,
     "content": {
-        "application/json": {"schema": PredictionRequest.model_json_schema()},
+        "application/json": {"schema": _json_schema()},
         "multipart/form-data": {
             "schema": {
                 "type": "object",
@@ -131,6 +174,8 @@ _REQUEST_BODY = {
                 "properties": {
                     "model": {"type": "string"},
                     "version": {"type": "integer", "minimum": 1},
+                    "max_price_per_row": _MAX_PRICE_SCHEMA,
+                    **WEBHOOK_PROPERTIES,
                     "file": {
                         "type": "string",
                         "format": "binary",
@@ -170,7 +215,9 @@ CHECK_IN_THREAD_ROWS = 200
         200: {"model": TaskPublic, "description": "Finished within the wait asked for with `Prefer: wait=N`"},
         400: {"description": "A malformed multipart form or CSV file"},
         402: {"description": "The balance does not cover the accepted rows"},
+        403: {"description": "An API key without the 'predict' scope"},
         404: {"description": "Unknown model or version"},
+        409: {"description": "The model costs more per row than `max_price_per_row`"},
         413: {"description": "Too many rows or bytes"},
         422: {"description": "No valid row, or a malformed request"},
     },
@@ -187,6 +234,7 @@ async def create_prediction(
     ] = None,
 ) -> Any:
     model = await dataplane.model(payload.model, payload.version)
+    check_price(model.name, model.version, model.price_per_row, payload.max_price_per_row)
     rows = await _prepared(payload, model, settings.predict_max_rows)
     submission = predictions.Submission(
         user_id=principal.user_id,
@@ -194,6 +242,8 @@ async def create_prediction(
         features=model.features,
         rows=rows,
         request_id=current_request_id(),
+        api_key_id=principal.api_key_id,
+        webhook=payload.webhook,
     )
     submission.check()
     wait = requested_wait(prefer)

@@ -10,7 +10,8 @@ from app.api.deps import CurrentUser, SessionDep
 from app.core.errors import NotFound
 from app.models.catalog import MODEL_NAME_PATTERN, ModelVersionPublic
 from app.models.training import PublishRequest
-from app.services import catalog, training
+from app.models.user import User
+from app.services import catalog, publishing
 
 router = APIRouter(prefix="/models", tags=["training studio"])
 
@@ -22,7 +23,7 @@ router = APIRouter(prefix="/models", tags=["training studio"])
     responses={404: {"description": "No such training job"}, 409: {"description": "No model yet, or a taken name"}},
 )
 def publish_model(body: PublishRequest, user: CurrentUser, session: SessionDep) -> ModelVersionPublic:
-    model = training.publish(
+    model = publishing.publish(
         session,
         user_id=user.id or 0,
         job_id=body.training_job_id,
@@ -30,7 +31,7 @@ def publish_model(body: PublishRequest, user: CurrentUser, session: SessionDep) 
         description=body.description,
         price_per_row=body.price_per_row,
     )
-    return catalog.to_public(model, {user.id or 0: user.email})
+    return catalog.to_public(model, _me(user))
 
 
 @router.post(
@@ -41,5 +42,9 @@ def unpublish_model(
 ) -> list[ModelVersionPublic]:
     if not re.fullmatch(MODEL_NAME_PATTERN, name):
         raise NotFound(f"model {name!r} not found among your models")
-    versions = training.unpublish(session, user_id=user.id or 0, name=name)
-    return [catalog.to_public(v, {user.id or 0: user.email}) for v in versions]
+    versions = publishing.unpublish(session, user_id=user.id or 0, name=name)
+    return [catalog.to_public(v, _me(user)) for v in versions]
+
+
+def _me(user: User) -> dict[int, str]:
+    return {user.id or 0: catalog.public_name(user.id or 0, user.full_name)}

@@ -9,6 +9,7 @@ from sqlmodel import Session, select
 
 from app.api.deps import CurrentUser, SessionDep, SettingsDep, get_engine
 from app.api.routes.common import Limit, Offset
+from app.api.routes.webhooks import WebhookOfBody
 from app.api.sse import state_events
 from app.core.db import read_session
 from app.core.errors import Conflict
@@ -51,9 +52,15 @@ def to_public(session: Session, job: TrainingJob) -> TrainingJobPublic:
     },
 )
 def create_training_job(
-    body: TrainingJobCreate, request: Request, user: CurrentUser, session: SessionDep, settings: SettingsDep
+    body: TrainingJobCreate,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    webhook: WebhookOfBody,
 ) -> TrainingJobPublic:
-    job = training.submit(session, settings, user_id=user.id or 0, request=body)
+    """Also takes ``webhook`` and ``webhook_events``, as a prediction does."""
+    job = training.submit(session, settings, user_id=user.id or 0, request=body, webhook=webhook)
     request.app.state.relay.wake()
     return to_public(session, job)
 

@@ -22,6 +22,7 @@ def test_algorithms_are_listed_with_their_task_and_hyperparameter_schema(client:
     }
     ridge = by_name["Ridge"]
     assert ridge["task"] == "regression" and ridge["shardable"] is True
+    assert ridge["price_per_1000_rows"] >= 1  # so a client can show what training costs before paying
     assert ridge["hyperparameters"]["properties"]["alpha"]["minimum"] == 0
     assert ridge["hyperparameters"]["properties"]["alpha"]["default"] == 1.0
     assert by_name["GradientBoostingRegressor"]["shardable"] is False

@@ -61,3 +61,19 @@ def test_openapi_docs_are_served(client: TestClient) -> None:
         "/api/health/ready",
     ):
         assert path in paths
+
+
+def test_ready_stays_200_while_the_broker_is_briefly_down_then_503(tmp_path: Path, database_url: str) -> None:
+    # Port 9 on loopback has nothing listening: the broker is unreachable, the database is fine.
+    down = "amqp://guest:guest@127.0.0.1:9/"
+    settings = make_settings(database_url, tmp_path, broker_url=down, readiness_grace_seconds=60)
+    with TestClient(create_app(settings)) as client:
+        r = client.get("/api/health/ready")
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "degraded"
+        assert r.json()["checks"]["broker"].startswith("unavailable")
+        assert client.get("/api/health/live").status_code == 200
+    settings = make_settings(database_url, tmp_path, broker_url=down, readiness_grace_seconds=0)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/api/health/ready").status_code == 503
+        assert client.get("/api/health/live").status_code == 200

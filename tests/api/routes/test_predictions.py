@@ -290,7 +290,7 @@ def test_catalog_lists_published_models_with_price_schema_and_owner(
     assert [m["name"] for m in catalog] == ["diabetes-linear", "iris-logistic"]
     linear = catalog[0]
     assert (linear["version"], linear["price_per_row"], linear["task"]) == (2, 3, "regression")
-    assert linear["owner"] == "author@example.com"
+    assert linear["author_name"] == linear["owner"] == f"author {linear['author_id']}"
     assert [f["name"] for f in linear["input_schema"]][:3] == ["age", "sex", "bmi"]
     assert catalog[1]["classes"] == ["setosa", "versicolor", "virginica"]
     one = client.get("/api/v1/models/diabetes-linear").json()

@@ -2,7 +2,7 @@
 # Writes the lock files the images install from, one per role, with every version pinned and
 # every file hashed (pip install --require-hashes): api.txt (core + `api` extra), worker.txt
 # (core + `worker` extra) and ui.txt (the `ui` extra alone: the web UI imports neither app nor
-# ml_worker). Run it after changing a dependency in pyproject.toml; tests/deploy checks that
+# ml_worker) and dev.txt (everything, for CI and the tests). Run it after changing a dependency in pyproject.toml; tests/deploy checks that
 # the lock files still satisfy pyproject.toml.
 #   bash requirements/lock.sh            # uv from the dev extra (.venv/bin/uv) or PATH
 set -euo pipefail
@@ -23,3 +23,6 @@ trap 'rm -f "$ui_in"' EXIT
 "$PYTHON" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["ui"]))' >"$ui_in"
 "$UV" pip compile "$ui_in" "${TARGET[@]}" --custom-compile-command "bash $HEADER" --no-annotate \
   -o requirements/ui.txt
+# CI and the tests: everything (core, all roles and the dev tools), installed by scripts/lib.sh's ensure_venv.
+"$UV" pip compile pyproject.toml --extra dev "${TARGET[@]}" --custom-compile-command "bash $HEADER" \
+  -o requirements/dev.txt

@@ -21,7 +21,13 @@ ensure_venv() {
     "$(find_python)" -m venv .venv
   fi
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".$1" 2>&1 | grep -v '^WARNING: Location' || true
+  if [ "$1" = "[dev]" ] && [ -f requirements/dev.txt ]; then
+    # CI and the tests install the locked versions (every file hashed), then mlmarket itself without resolving.
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/dev.txt 2>&1 | grep -v '^WARNING: Location' || true
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e . 2>&1 | grep -v '^WARNING: Location' || true
+  else
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".$1" 2>&1 | grep -v '^WARNING: Location' || true
+  fi
   # Fails loudly if the install above did not work.
   .venv/bin/python -c 'import app, fastapi, sqlmodel, psycopg, aio_pika, dvc, sklearn'
 }

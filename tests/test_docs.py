@@ -31,6 +31,10 @@ PAGES = [
     "concepts/money/index.html",
     "concepts/predictions/index.html",
     "api/index.html",
+    "api/keys/index.html",
+    "api/price-protection/index.html",
+    "api/webhooks/index.html",
+    "api/python-client/index.html",
     "reference/openapi/index.html",
     "web-ui/index.html",
     "studio/index.html",
@@ -102,6 +106,69 @@ def test_the_chart_reference_is_the_charts_own_readme(site: Path) -> None:
     chart_readme = (ROOT / "helm" / "mlmarket" / "README.md").read_text()
     title = chart_readme.splitlines()[0].removeprefix("# ").strip()
     assert title in text_of((site / "cluster/chart/index.html").read_text())
+
+
+def test_every_setting_is_documented() -> None:
+    """Each field of Settings appears as its MLMARKET_* variable in the settings page, so none goes unexplained."""
+    from app.core.config import Settings
+
+    page = (ROOT / "docs" / "operating" / "settings.md").read_text()
+    missing = [
+        f"MLMARKET_{name.upper()}"
+        for name in Settings.model_fields
+        if not re.search(rf"`MLMARKET_{name.upper()}`", page)
+    ]
+    assert not missing, f"settings missing from docs/operating/settings.md: {missing}"
+
+
+def test_the_python_client_page_is_the_clients_own_readme(site: Path) -> None:
+    page = text_of((site / "api/python-client/index.html").read_text())
+    client_readme = (ROOT / "clients" / "python" / "README.md").read_text()
+    assert "pip install ./clients/python" in client_readme
+    assert "pip install ./clients/python" in page
+    for heading in re.findall(r"^## (.+)$", client_readme, flags=re.MULTILINE):
+        assert heading.replace("`", "") in page, f"the client page lost the README section {heading!r}"
+
+
+def python_blocks(markdown: str, section: str) -> list[str]:
+    body = markdown.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", body, flags=re.DOTALL)
+
+
+def test_the_webhook_verification_snippet_accepts_what_mlmarket_signs_and_nothing_else() -> None:
+    from app.services import webhooks
+
+    verify_code = python_blocks((ROOT / "docs" / "api" / "webhooks.md").read_text(), "Verifying a signature")[0]
+    scope: dict[str, object] = {}
+    exec(compile(verify_code, "docs/api/webhooks.md", "exec"), scope)  # noqa: S102 - the documented snippet
+    verify = scope["verify"]
+    assert callable(verify)
+    current, previous = webhooks.new_secret(), webhooks.new_secret()
+    body = b'{"id":"3f0c","status":"succeeded","cost":3,"results":["setosa"]}'
+    now = int(time.time())
+    headers = webhooks.signed_headers([current, previous], "msg_completed_3f0c", now, body)
+    assert verify(current, headers, body)
+    assert verify(previous, headers, body)  # during a rotation both secrets are accepted
+    assert not verify(webhooks.new_secret(), headers, body)
+    assert not verify(current, headers, body.replace(b"3", b"4"))
+    assert not verify(current, {**headers, "webhook-id": "msg_completed_other"}, body)
+    assert not verify(current, headers, body, now + 3600)  # a replay an hour later
+    assert not verify(current, {k: v for k, v in headers.items() if k != "webhook-signature"}, body)
+
+
+def test_the_documented_webhook_retry_defaults_are_the_settings() -> None:
+    from app.core.config import Settings
+
+    fields = Settings.model_fields
+    page = (ROOT / "docs" / "api" / "webhooks.md").read_text()
+    for name, shown in [
+        ("webhook_retry_base_seconds", "`MLMARKET_WEBHOOK_RETRY_BASE_SECONDS` ({:g} s)"),
+        ("webhook_retry_max_seconds", "`MLMARKET_WEBHOOK_RETRY_MAX_SECONDS` ({:g} s)"),
+        ("webhook_max_attempts", "`MLMARKET_WEBHOOK_MAX_ATTEMPTS` ({:g})"),
+        ("webhook_timeout_seconds", "`MLMARKET_WEBHOOK_TIMEOUT_SECONDS`\n({:g} s by default)"),
+    ]:
+        expected = shown.format(fields[name].default)
+        assert " ".join(expected.split()) in " ".join(page.split()), f"webhooks.md does not say {expected!r}"
 
 
 def fetches_from_the_network(page: str) -> bool:

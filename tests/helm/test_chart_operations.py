@@ -137,13 +137,46 @@ def test_egress_can_be_narrowed_to_the_services_namespaces_and_pods(manifests: L
         database, broker = rule_for_port(rules, 5432), rule_for_port(rules, 5672)
         assert database["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "databases"}}}]
         assert broker["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "messaging"}}}]
-        assert "to" not in rule_for_port(rules, 443)  # AWS S3 has no pod to select
+        assert "to" not in rule_for_port(rules, 9000)  # S3's ports (9000, 443): AWS S3 has no pod to select
     minio = rule_for_port(egress_rules(manifests(OPENSHIFT), "worker"), 9000)
     (peer,) = minio["to"]
     assert peer["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "minio"}}
     assert peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "mlmarket-storage"}}
     # Left empty, a port stays open to any destination, as before.
     assert "to" not in rule_for_port(egress_rules(manifests(MINIMAL), "app"), 5432)
+
+
+def webhook_rules(docs: list[Manifest], component: str) -> list[Manifest]:
+    """Egress rules that are not the DNS, database, broker or S3 ones."""
+    egress = DEFAULTS["networkPolicy"]["egress"]
+    known = {53, egress["databasePort"], egress["brokerPort"], *egress["s3Ports"]}
+    return [
+        rule
+        for rule in egress_rules(docs, component)
+        if not {p["port"] for p in rule.get("ports", [])} <= known
+        or any("except" in to.get("ipBlock", {}) for to in rule.get("to", []))
+    ]
+
+
+def test_workers_may_send_webhooks_to_public_https_addresses_only(manifests: Load) -> None:
+    docs = manifests(PRODUCTION)
+    (rule,) = webhook_rules(docs, "worker")
+    assert rule["ports"] == [{"protocol": "TCP", "port": 443}]
+    blocks = {peer["ipBlock"]["cidr"]: set(peer["ipBlock"]["except"]) for peer in rule["to"]}
+    assert set(blocks) == {"0.0.0.0/0", "::/0"}
+    # The cluster's own networks, loopback, and the metadata services are left out.
+    assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16"} <= blocks["0.0.0.0/0"]
+    assert {"fc00::/7", "fe80::/10", "::1/128"} <= blocks["::/0"]
+    assert not webhook_rules(docs, "app")  # in the chart only the workers deliver webhooks
+    # Local use: private receivers over any port listed; or no webhook rule at all.
+    (open_rule,) = webhook_rules(
+        manifests(
+            PRODUCTION, sets=("config.webhooks.allowPrivate=true", "networkPolicy.egress.webhookPorts={443,8080}")
+        ),
+        "worker",
+    )
+    assert "to" not in open_rule and {p["port"] for p in open_rule["ports"]} == {443, 8080}
+    assert not webhook_rules(manifests(PRODUCTION, sets=("networkPolicy.egress.webhookPorts=null",)), "worker")
 
 
 # --- the API through a broker restart and a node drain -------------------------------------------
@@ -157,6 +190,35 @@ def test_liveness_asks_only_for_the_process_and_readiness_waits_longer(manifests
     assert ready["failureThreshold"] > live["failureThreshold"]
     # A broker restart of up to a minute leaves the pods in their Service.
     assert ready["periodSeconds"] * ready["failureThreshold"] >= 60
+
+
+def test_the_api_rides_out_a_broker_restart_for_its_grace_period_and_then_the_probes(manifests: Load) -> None:
+    """Readiness stays 200 for config.readinessGraceSeconds, then the probe needs its failures in a row."""
+    from app.core.config import Settings
+
+    docs = manifests(PRODUCTION, sets=("config.readinessGraceSeconds=120",))
+    assert named(docs, "ConfigMap", FULLNAME)["data"]["MLMARKET_READINESS_GRACE_SECONDS"] == "120"
+    ready = container_of(manifests(PRODUCTION), "app")["readinessProbe"]
+    grace = DEFAULTS["config"]["readinessGraceSeconds"]
+    assert grace == Settings.model_fields["readiness_grace_seconds"].default
+    assert grace + ready["periodSeconds"] * ready["failureThreshold"] >= 120  # two minutes in Service at least
+
+
+def test_the_charts_webhook_defaults_are_mlmarkets_own() -> None:
+    from app.core.config import Settings
+
+    fields = Settings.model_fields
+    chart = DEFAULTS["config"]["webhooks"]
+    assert chart == {
+        "allowPrivate": fields["webhook_allow_private"].default,
+        "timeoutSeconds": fields["webhook_timeout_seconds"].default,
+        "maxAttempts": fields["webhook_max_attempts"].default,
+        "retryBaseSeconds": fields["webhook_retry_base_seconds"].default,
+        "retryMaxSeconds": fields["webhook_retry_max_seconds"].default,
+        "concurrency": fields["webhook_concurrency"].default,
+    }
+    assert chart["allowPrivate"] is False
+    assert DEFAULTS["config"]["forwardedAllowIps"] == "" and DEFAULTS["config"]["docsEnabled"] is None
 
 
 def test_a_stopping_api_pod_drains_before_it_exits(manifests: Load) -> None:

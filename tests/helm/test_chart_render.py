@@ -183,6 +183,12 @@ def test_mlmarket_accepts_the_rendered_production_configuration(
     assert settings.worker_in_api is False
     assert settings.s3_bucket == "mlmarket-models"
     assert settings.worker_prefetch == 8
+    # Behind the ingress controller: its pods' X-Forwarded-For is believed, /metrics needs the token, no docs.
+    assert settings.forwarded_allow_ips == "10.244.0.0/16"
+    assert settings.metrics_token == "ci-placeholder-metrics-token"
+    assert settings.docs_on is False
+    assert settings.hsts is True
+    assert settings.webhook_allow_private is False
     # The data dir (DVC workspace and cache) is a writable emptyDir mount.
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert str(settings.data_dir) in mounts
@@ -192,6 +198,91 @@ def test_mlmarket_accepts_the_rendered_production_configuration(
         assert container["ports"][0]["containerPort"] == settings.worker_health_port
     else:
         assert container["ports"][0]["containerPort"] == settings.port
+
+
+def settings_of(docs: list[Manifest], component: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """mlmarket's Settings as a component's container would build them (an existing Secret's keys stubbed)."""
+    from app.core.config import Settings
+
+    (container,) = named(docs, "Deployment", f"{FULLNAME}-{component}")["spec"]["template"]["spec"]["containers"]
+    for key in [k for k in os.environ if k.startswith("MLMARKET_")]:
+        monkeypatch.delenv(key)
+    env = {
+        "MLMARKET_SECRET_KEY": "x" * 40,
+        "MLMARKET_DATABASE_URL": "postgresql://mlmarket:PASSWORD@postgresql:5432/mlmarket",
+        **env_of(docs, container),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return Settings()
+
+
+def test_by_default_no_proxy_is_trusted_docs_are_off_and_webhooks_reach_public_https_only(
+    manifests: Load, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = manifests(MINIMAL)
+    for component in ("app", "worker"):
+        settings = settings_of(docs, component, monkeypatch)
+        assert settings.forwarded_allow_ips == ""
+        assert settings.docs_on is False  # production, the chart's default environment
+        assert settings.metrics_token is None
+        assert settings.webhook_allow_private is False
+        assert settings.readiness_grace_seconds == DEFAULTS["config"]["readinessGraceSeconds"]
+        assert settings.webhook_max_attempts == DEFAULTS["config"]["webhooks"]["maxAttempts"]
+        assert settings.webhook_retry_base_seconds == DEFAULTS["config"]["webhooks"]["retryBaseSeconds"]
+        assert settings.webhook_retry_max_seconds == DEFAULTS["config"]["webhooks"]["retryMaxSeconds"]
+        assert settings.webhook_timeout_seconds == DEFAULTS["config"]["webhooks"]["timeoutSeconds"]
+        assert settings.webhook_concurrency == DEFAULTS["config"]["webhooks"]["concurrency"]
+
+
+def test_configuration_values_reach_the_api_and_the_workers(manifests: Load, monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = manifests(
+        MINIMAL,
+        sets=(
+            r"config.forwardedAllowIps=10.0.0.0/8\,192.168.1.7",
+            "config.docsEnabled=true",
+            "config.readinessGraceSeconds=90",
+            "config.webhooks.allowPrivate=true",
+            "config.webhooks.maxAttempts=3",
+            "config.webhooks.retryBaseSeconds=3",
+        ),
+    )
+    for component in ("app", "worker"):
+        settings = settings_of(docs, component, monkeypatch)
+        assert settings.forwarded_allow_ips == "10.0.0.0/8,192.168.1.7"
+        assert settings.docs_on is True
+        assert settings.readiness_grace_seconds == 90
+        assert settings.webhook_allow_private is True
+        assert settings.webhook_max_attempts == 3
+        assert settings.webhook_retry_base_seconds == 3
+    assert settings_of(manifests(MINIMAL, sets=("config.env=development",)), "app", monkeypatch).docs_on is True
+    assert (
+        settings_of(
+            manifests(MINIMAL, sets=("config.env=development", "config.docsEnabled=false")), "app", monkeypatch
+        ).docs_on
+        is False
+    )
+
+
+def test_a_setting_that_has_its_own_value_is_refused_in_extra_env(render: Callable[..., str]) -> None:
+    with pytest.raises(RenderError, match=r"config\.extraEnv\.MLMARKET_HSTS is set by the value config\.hsts"):
+        render(MINIMAL, sets=("config.extraEnv.MLMARKET_HSTS=true",))
+    with pytest.raises(RenderError, match=r"config\.extraEnv\.MLMARKET_METRICS_TOKEN would put a secret"):
+        render(MINIMAL, sets=("config.extraEnv.MLMARKET_METRICS_TOKEN=abc",))
+
+
+def test_trusting_every_proxy_needs_a_network_that_only_the_proxies_reach(
+    render: Callable[..., str], manifests: Load
+) -> None:
+    with pytest.raises(RenderError, match=r"config\.forwardedAllowIps=\* believes X-Forwarded-For from every client"):
+        render(MINIMAL, sets=("config.forwardedAllowIps=*",))
+    docs = manifests(PRODUCTION, sets=("config.forwardedAllowIps=*",))  # allowExternal=false: the ingress only
+    assert named(docs, "ConfigMap", FULLNAME)["data"]["MLMARKET_FORWARDED_ALLOW_IPS"] == "*"
+
+
+def test_the_schema_refuses_a_trusted_proxy_list_that_is_not_addresses(render: Callable[..., str]) -> None:
+    with pytest.raises(RenderError, match="forwardedAllowIps"):
+        render(MINIMAL, sets=("config.forwardedAllowIps=ingress-nginx",))
 
 
 def test_web_ui_calls_the_api_service_and_reads_no_secret(manifests: Load) -> None:
@@ -595,6 +686,54 @@ def test_service_monitors_scrape_ports_their_services_expose(manifests: Load) ->
         (endpoint,) = monitor["spec"]["endpoints"]
         assert endpoint["path"] == "/metrics"
         assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+
+
+def api_monitor_authorization(docs: list[Manifest]) -> Manifest | None:
+    (endpoint,) = named(docs, "ServiceMonitor", f"{FULLNAME}-app")["spec"]["endpoints"]
+    authorization: Manifest | None = endpoint.get("authorization")
+    return authorization
+
+
+def test_the_api_service_monitor_sends_the_metrics_token_the_api_requires(manifests: Load) -> None:
+    docs = manifests(PRODUCTION)
+    authorization = api_monitor_authorization(docs)
+    assert authorization is not None and authorization["type"] == "Bearer"
+    secret = named(docs, "Secret", authorization["credentials"]["name"])
+    sent = base64.b64decode(secret["data"][authorization["credentials"]["key"]]).decode()
+    (container,) = named(docs, "Deployment", f"{FULLNAME}-app")["spec"]["template"]["spec"]["containers"]
+    assert env_of(docs, container)["MLMARKET_METRICS_TOKEN"] == sent == "ci-placeholder-metrics-token"
+    # The worker's /metrics (port 9100, health and metrics only) asks for no token.
+    (worker_endpoint,) = named(docs, "ServiceMonitor", f"{FULLNAME}-worker")["spec"]["endpoints"]
+    assert "authorization" not in worker_endpoint and "bearerTokenSecret" not in worker_endpoint
+
+
+def test_the_metrics_token_can_come_from_an_existing_secret(manifests: Load) -> None:
+    monitor = ("metrics.serviceMonitor.enabled=true",)
+    assert api_monitor_authorization(manifests(MINIMAL, sets=monitor)) is None  # no token: nothing to send
+    docs = manifests(MINIMAL, sets=(*monitor, "secrets.existingSecretHasMetricsToken=true"))
+    authorization = api_monitor_authorization(docs)
+    assert authorization is not None
+    assert authorization["credentials"] == {"name": EXISTING_SECRET, "key": "MLMARKET_METRICS_TOKEN"}
+    (container,) = named(docs, "Deployment", f"{FULLNAME}-app")["spec"]["template"]["spec"]["containers"]
+    assert {"secretRef": {"name": EXISTING_SECRET}} in container["envFrom"]  # the API reads the same key
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (("secrets.metricsToken=abc",), r"secrets\.metricsToken is ignored with secrets\.existingSecret"),
+        (
+            ("secrets.existingSecret=", "secrets.existingSecretHasMetricsToken=true"),
+            r"secrets\.existingSecretHasMetricsToken is true but secrets\.existingSecret is empty",
+        ),
+    ],
+    ids=["token-beside-existing-secret", "existing-secret-flag-alone"],
+)
+def test_a_metrics_token_the_pods_would_not_get_fails_the_render(
+    render: Callable[..., str], sets: tuple[str, ...], message: str
+) -> None:
+    with pytest.raises(RenderError, match=message):
+        render(MINIMAL, sets=sets)
 
 
 def test_grafana_dashboard_queries_metrics_mlmarket_exports(manifests: Load) -> None:

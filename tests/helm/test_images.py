@@ -110,3 +110,19 @@ def test_the_dev_install_carries_every_role_so_the_tests_and_ci_need_nothing_els
             except metadata.PackageNotFoundError:
                 pytest.fail(f"{requirement.name} ({extra}) is not installed by `pip install -e '.[dev]'`")
             assert requirement.specifier.contains(installed, prereleases=True), (requirement, installed)
+
+
+def test_ci_installs_the_dev_lock_file_which_still_satisfies_pyproject() -> None:
+    """CI (scripts/lib.sh ensure_venv '[dev]') installs requirements/dev.txt with hashes: every dependency of the
+    core, of each role and of the dev tools is pinned there within pyproject.toml's ranges."""
+    assert "--require-hashes -r requirements/dev.txt" in (ROOT / "scripts" / "lib.sh").read_text()
+    pins = locked("dev.txt")
+    lines = [*PROJECT["dependencies"], *(line for extra in ("api", "worker", "ui", "dev") for line in EXTRAS[extra])]
+    for requirement in map(Requirement, lines):
+        if requirement.name == "mlmarket" or not (
+            requirement.marker is None or requirement.marker.evaluate(IMAGE_PYTHON)
+        ):
+            continue
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"dev.txt lacks {requirement}: run `bash requirements/lock.sh`"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (name, pins[name], str(requirement))

@@ -171,3 +171,37 @@ agent and the instance metadata service only when a value says so.
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
+
+{{/*
+egress of the workers to webhook receivers: networkPolicy.egress.webhookPorts on public addresses
+only (the workers refuse private receivers themselves too), or on any address with
+config.webhooks.allowPrivate (local use).
+*/}}
+{{- define "mlmarket.webhookEgress" -}}
+{{- with .Values.networkPolicy.egress.webhookPorts }}
+# Webhook receivers (signed deliveries of task events).
+- ports:
+    {{- range . }}
+    - protocol: TCP
+      port: {{ . }}
+    {{- end }}
+  {{- if not $.Values.config.webhooks.allowPrivate }}
+  to:
+    - ipBlock:
+        cidr: 0.0.0.0/0
+        except:
+          - 10.0.0.0/8
+          - 100.64.0.0/10
+          - 127.0.0.0/8
+          - 169.254.0.0/16
+          - 172.16.0.0/12
+          - 192.168.0.0/16
+    - ipBlock:
+        cidr: ::/0
+        except:
+          - ::1/128
+          - fc00::/7
+          - fe80::/10
+  {{- end }}
+{{- end }}
+{{- end -}}

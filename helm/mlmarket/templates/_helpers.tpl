@@ -130,6 +130,27 @@ MLMARKET_S3_SECRET_ACCESS_KEY: {{ . | b64enc | quote }}
 {{- with .Values.secrets.brokerManagementUrl }}
 MLMARKET_BROKER_MANAGEMENT_URL: {{ . | b64enc | quote }}
 {{- end }}
+{{- with .Values.secrets.metricsToken }}
+MLMARKET_METRICS_TOKEN: {{ . | b64enc | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* "true" when the API's /metrics needs MLMARKET_METRICS_TOKEN from the mlmarket Secret, else empty */}}
+{{- define "mlmarket.metricsToken" -}}
+{{- if .Values.secrets.existingSecret -}}
+{{- if .Values.secrets.existingSecretHasMetricsToken }}true{{ end -}}
+{{- else if .Values.secrets.metricsToken -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when the API serves /docs, /redoc and /openapi.json (MLMARKET_DOCS_ENABLED, else off in production) */}}
+{{- define "mlmarket.docsOn" -}}
+{{- if kindIs "bool" .Values.config.docsEnabled -}}
+{{- if .Values.config.docsEnabled }}true{{ end -}}
+{{- else if ne .Values.config.env "production" -}}
+true
+{{- end -}}
 {{- end -}}
 
 {{/* data of the ConfigMap (used by the ConfigMap and by the migration hook's copy) */}}
@@ -148,6 +169,20 @@ MLMARKET_S3_ENDPOINT_URL: {{ . | quote }}
 MLMARKET_S3_BUCKET: {{ .Values.config.s3.bucket | quote }}
 MLMARKET_S3_PREFIX: {{ .Values.config.s3.prefix | quote }}
 MLMARKET_S3_REGION: {{ .Values.config.s3.region | quote }}
+MLMARKET_FORWARDED_ALLOW_IPS: {{ .Values.config.forwardedAllowIps | quote }}
+{{- if kindIs "bool" .Values.config.docsEnabled }}
+MLMARKET_DOCS_ENABLED: {{ .Values.config.docsEnabled | quote }}
+{{- end }}
+MLMARKET_HSTS: {{ .Values.config.hsts | quote }}
+MLMARKET_READINESS_GRACE_SECONDS: {{ .Values.config.readinessGraceSeconds | quote }}
+{{- with .Values.config.webhooks }}
+MLMARKET_WEBHOOK_ALLOW_PRIVATE: {{ .allowPrivate | quote }}
+MLMARKET_WEBHOOK_TIMEOUT_SECONDS: {{ .timeoutSeconds | quote }}
+MLMARKET_WEBHOOK_MAX_ATTEMPTS: {{ .maxAttempts | quote }}
+MLMARKET_WEBHOOK_RETRY_BASE_SECONDS: {{ .retryBaseSeconds | quote }}
+MLMARKET_WEBHOOK_RETRY_MAX_SECONDS: {{ .retryMaxSeconds | quote }}
+MLMARKET_WEBHOOK_CONCURRENCY: {{ .concurrency | quote }}
+{{- end }}
 {{- range $key, $value := .Values.config.extraEnv }}
 {{ $key }}: {{ $value | toString | quote }}
 {{- end }}
@@ -198,14 +233,28 @@ checksum/secret: {{ include "mlmarket.secretData" . | sha256sum }}
 {{- if and $secrets.s3AccessKeyId (not $secrets.s3SecretAccessKey) -}}
 {{- $errors = append $errors "secrets.s3AccessKeyId is set but secrets.s3SecretAccessKey is empty: set both, or neither to use the AWS credential chain" -}}
 {{- end -}}
+{{- if $secrets.existingSecretHasMetricsToken -}}
+{{- $errors = append $errors "secrets.existingSecretHasMetricsToken is true but secrets.existingSecret is empty: set secrets.metricsToken instead" -}}
+{{- end -}}
+{{- else if $secrets.metricsToken -}}
+{{- $errors = append $errors "secrets.metricsToken is ignored with secrets.existingSecret: put the key MLMARKET_METRICS_TOKEN in that Secret and set secrets.existingSecretHasMetricsToken=true" -}}
 {{- end -}}
 {{- if not .Values.config.s3.bucket -}}
 {{- $errors = append $errors "config.s3.bucket is empty: the API and the workers share model artifacts through this S3 bucket (it must exist)" -}}
 {{- end -}}
 {{- range $key, $_ := .Values.config.extraEnv -}}
-{{- if has $key (list "MLMARKET_SECRET_KEY" "MLMARKET_DATABASE_URL" "MLMARKET_BROKER_URL" "MLMARKET_S3_ACCESS_KEY_ID" "MLMARKET_S3_SECRET_ACCESS_KEY") -}}
+{{- if has $key (list "MLMARKET_SECRET_KEY" "MLMARKET_DATABASE_URL" "MLMARKET_BROKER_URL" "MLMARKET_S3_ACCESS_KEY_ID" "MLMARKET_S3_SECRET_ACCESS_KEY" "MLMARKET_METRICS_TOKEN") -}}
 {{- $errors = append $errors (printf "config.extraEnv.%s would put a secret in a ConfigMap: use secrets.* or secrets.existingSecret" $key) -}}
 {{- end -}}
+{{- end -}}
+{{- $fromValues := dict "MLMARKET_ENV" "config.env" "MLMARKET_LOG_LEVEL" "config.logLevel" "MLMARKET_FORWARDED_ALLOW_IPS" "config.forwardedAllowIps" "MLMARKET_DOCS_ENABLED" "config.docsEnabled" "MLMARKET_HSTS" "config.hsts" "MLMARKET_READINESS_GRACE_SECONDS" "config.readinessGraceSeconds" "MLMARKET_WEBHOOK_ALLOW_PRIVATE" "config.webhooks.allowPrivate" "MLMARKET_WEBHOOK_TIMEOUT_SECONDS" "config.webhooks.timeoutSeconds" "MLMARKET_WEBHOOK_MAX_ATTEMPTS" "config.webhooks.maxAttempts" "MLMARKET_WEBHOOK_RETRY_BASE_SECONDS" "config.webhooks.retryBaseSeconds" "MLMARKET_WEBHOOK_RETRY_MAX_SECONDS" "config.webhooks.retryMaxSeconds" "MLMARKET_WEBHOOK_CONCURRENCY" "config.webhooks.concurrency" -}}
+{{- range $key, $_ := .Values.config.extraEnv -}}
+{{- if hasKey $fromValues $key -}}
+{{- $errors = append $errors (printf "config.extraEnv.%s is set by the value %s: set that instead" $key (get $fromValues $key)) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (eq (trim .Values.config.forwardedAllowIps) "*") (or (not .Values.networkPolicy.enabled) .Values.networkPolicy.allowExternal) -}}
+{{- $errors = append $errors "config.forwardedAllowIps=* believes X-Forwarded-For from every client that reaches the API, so anyone could choose the address their sign-ins are throttled under: name the ingress controller's addresses (e.g. the pod network), or set networkPolicy.allowExternal=false so that only the listed peers reach the API" -}}
 {{- end -}}
 {{- if and .Values.keda.enabled .Values.worker.autoscaling.enabled -}}
 {{- $errors = append $errors "keda.enabled and worker.autoscaling.enabled would both scale the workers: set worker.autoscaling.enabled=false when KEDA scales them" -}}

@@ -18,7 +18,7 @@ export MLMARKET_PORT="${MLMARKET_PORT:-8000}"
 export MLMARKET_LOG_FORMAT="${MLMARKET_LOG_FORMAT:-text}"
 
 log "installing mlmarket into .venv"
-ensure_venv ""
+ensure_venv "[all]"
 
 log "migrating the database"
 .venv/bin/mlmarket migrate
@@ -45,7 +45,7 @@ fi
 base="http://${MLMARKET_HOST}:${MLMARKET_PORT}"
 ui_port="${MLMARKET_UI_PORT:-8501}"
 mkdir -p "${MLMARKET_DATA_DIR:-data}"
-MLMARKET_API_URL="${MLMARKET_API_URL:-$base}" .venv/bin/streamlit run web_ui/streamlit_app.py \
+MLMARKET_API_URL="${MLMARKET_API_URL:-$base}" .venv/bin/streamlit run web_ui/serve.py \
   --server.port "$ui_port" --server.address 127.0.0.1 --server.headless true \
   --browser.gatherUsageStats false >"${MLMARKET_DATA_DIR:-data}/web_ui.log" 2>&1 &
 ui_pid=$!

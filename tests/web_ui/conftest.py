@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -28,8 +30,10 @@ from app.main import create_app
 from app.services import demo
 from app.store import make_store
 from tests.conftest import make_settings
+from tests.web_ui import browser as browsing
 
 APP_FILE = Path(__file__).resolve().parents[2] / "web_ui" / "streamlit_app.py"
+SERVE_FILE = APP_FILE.with_name("serve.py")
 DEMO_MODELS = ["iris-logistic", "diabetes-linear"]
 PASSWORD = "correct horse battery"
 APP_TIMEOUT = 60
@@ -162,9 +166,80 @@ def no_exceptions(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
 
 
+# -- a real browser (see tests/web_ui/browser.py) --------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ui_url(live_api: LiveApi, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`streamlit run web_ui/serve.py` pointed at the live API, on a free port, shared by every browser test."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("web-ui") / "streamlit.log"
+    env = {**os.environ, "MLMARKET_API_URL": live_api.url}
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(SERVE_FILE),
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/_stcore/health", timeout=2).text == "ok":
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the web UI did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One Chromium per test module."""
+    if not browsing.CHROMIUM.exists():
+        browsing.unavailable(f"{browsing.CHROMIUM} is missing: run scripts/install_browser.sh")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        browsing.unavailable("playwright is not installed: pip install -e '.[dev]'")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(browsing.CHROMIUM), args=browsing.CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Any, ui_url: str) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
+    context.set_default_timeout(browsing.WAIT_MS)
+    page = context.new_page()
+    page.goto(ui_url)
+    yield page
+    context.close()
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Names the folder of the browser screenshots, so a person can look at every page."""
-    from tests.web_ui.test_browser import SCREENSHOTS
-
-    if SCREENSHOTS.is_dir() and any(SCREENSHOTS.glob("*.png")):
-        terminalreporter.write_line(f"web UI screenshots: {SCREENSHOTS}")
+    shots = browsing.SCREENSHOTS
+    if shots.is_dir() and any(shots.glob("*.png")):
+        terminalreporter.write_line(f"web UI screenshots: {shots}")

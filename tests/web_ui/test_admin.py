@@ -26,16 +26,26 @@ def test_admin_sees_users_and_credits_one(
     row = users[users["email"] == person.email].iloc[0]
     assert (row["role"], row["balance"]) == ("client", 5)
 
-    at.selectbox(key="credit_user").select(person.user["id"])
-    at.number_input(key="credit_amount").set_value(75)
+    at.selectbox(key="credit_user").select(person.user["id"]).run()
+    assert next(m.value for m in at.metric if m.label == "Their balance now") == "5 credits"
+    at.number_input(key="credit_amount").set_value(75).run()
     at.text_input(key="credit_memo").input("welcome gift")
-    next(b for b in at.button if b.label == "Credit").click()
+    at.button(key="credit_button").click()
     at.run()
     no_exceptions(at)
     credited = f"Credited 75 credits to {person.email}. Their balance is now 80 credits."
     assert credited in [s.value for s in at.success]
     entries = live_api.call("GET", "/wallet/ledger", person.token)
     assert (entries[0]["kind"], entries[0]["amount"], entries[0]["memo"]) == ("admin_credit", 75, "welcome gift")
+    # The picker shows the balance as it is now.
+    assert next(m.value for m in at.metric if m.label == "Their balance now") == "80 credits"
+
+
+def test_admin_credit_refuses_a_zero_or_negative_amount_in_words(app_as: Callable[..., AppTest], admin: Person) -> None:
+    at = app_as(admin, "app_pages/admin.py")
+    at.number_input(key="credit_amount").set_value(-5).run()
+    assert [e.value for e in at.error] == ["Enter at least 1 credit (-5 cannot be added)."]
+    assert at.button(key="credit_button").disabled
 
 
 def test_admin_sees_the_ledger_verified_and_the_workers(app_as: Callable[..., AppTest], admin: Person) -> None:

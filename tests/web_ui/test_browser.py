@@ -7,155 +7,14 @@ CI=true they fail. Screenshots of each page go to test-artifacts/screenshots/.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.web_ui.conftest import APP_FILE, PASSWORD, LiveApi, free_port
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-WAIT_MS = 30_000
-IRIS_HEADER = "sepal_length_cm,sepal_width_cm,petal_length_cm,petal_width_cm"
-
-
-def unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{reason} (CI=true: the browser tests must run; see scripts/install_browser.sh)", pytrace=False)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def ui_url(live_api: LiveApi, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`streamlit run web_ui/streamlit_app.py` pointed at the live API, on a free port."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("web-ui") / "streamlit.log"
-    env = {**os.environ, "MLMARKET_API_URL": live_api.url}
-    command = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        str(APP_FILE),
-        "--server.port",
-        str(port),
-        "--server.address",
-        "127.0.0.1",
-        "--server.headless",
-        "true",
-        "--browser.gatherUsageStats",
-        "false",
-    ]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/_stcore/health", timeout=2).text == "ok":
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the web UI did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        unavailable(f"{CHROMIUM} is missing: run scripts/install_browser.sh")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        unavailable("playwright is not installed: pip install -e '.[dev]'")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser: Any, ui_url: str) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
-    context.set_default_timeout(WAIT_MS)
-    page = context.new_page()
-    page.goto(ui_url)
-    yield page
-    context.close()
-
-
-def settled(page: Any) -> None:
-    """Waits until Streamlit has finished running the script, then checks no exception box is shown."""
-    page.wait_for_timeout(300)
-    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=WAIT_MS)
-    exceptions = page.locator('[data-testid="stException"]')
-    assert exceptions.count() == 0, exceptions.first.inner_text()
-
-
-def screenshot(page: Any, name: str) -> None:
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
-    settled(page)
-    # Charts and tables draw on canvases after the page has settled.
-    for selector in ('[data-testid="stVegaLiteChart"]', '[data-testid="stDataFrame"]'):
-        drawn = page.locator(selector)
-        for index in range(drawn.count()):
-            box = drawn.nth(index).bounding_box() if drawn.nth(index).is_visible() else None
-            if box and box["y"] < page.viewport_size["height"]:  # charts out of sight or in another tab wait
-                try:
-                    drawn.nth(index).locator("canvas").first.wait_for(timeout=10_000)
-                except PlaywrightTimeout:
-                    print(f"{name}: a {selector} was not drawn within 10 s")
-    page.wait_for_timeout(500)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
-    print(f"screenshot: {SCREENSHOTS / name}.png")
-
-
-def open_page(page: Any, title: str) -> None:
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
-    page.get_by_role("heading", name=title).wait_for()
-    settled(page)
-
-
-def sign_in(page: Any, email: str, password: str) -> None:
-    page.get_by_label("Email").first.fill(email)
-    page.get_by_label("Password").first.fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    page.get_by_role("heading", name="Marketplace").wait_for()
-    settled(page)
-
-
-def sign_out(page: Any) -> None:
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name="Sign out").click()
-    page.get_by_text("You are signed out.").wait_for()
-    settled(page)
+from tests.web_ui.browser import IRIS_HEADER, open_page, screenshot, sign_in, sign_out
+from tests.web_ui.conftest import PASSWORD, LiveApi
 
 
 def test_the_ui_answers_its_health_check(ui_url: str) -> None:
@@ -179,7 +38,8 @@ def test_register_top_up_predict_and_find_it_in_history(page: Any) -> None:
 
     open_page(page, "Wallet")
     page.get_by_label("Credits to add").fill("50")
-    page.get_by_role("button", name="Add credits").click()
+    page.get_by_label("Credits to add").press("Tab")
+    page.get_by_role("button", name="Add 50 credits").click()
     page.get_by_text("Added 50 credits. New balance: 50 credits.").wait_for()
     screenshot(page, "03-wallet")
 
@@ -216,18 +76,6 @@ def test_register_top_up_predict_and_find_it_in_history(page: Any) -> None:
     screenshot(page, "07-signed-out")
 
 
-def test_a_bad_csv_shows_the_validation_message(page: Any, live_api: LiveApi) -> None:
-    sign_in(page, *_client_with_credits(live_api, 10))
-    page.locator(".st-key-use-iris-logistic button").click()
-    page.get_by_role("tab", name="A CSV file (batch)").click()
-    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
-        {"name": "bad.csv", "mimeType": "text/csv", "buffer": b"colour,size\nred,3\n"}
-    )
-    page.get_by_role("button", name=re.compile(r"Pay up to 1 credit and predict")).click()
-    page.get_by_text("the CSV header lacks feature column(s)").wait_for()
-    screenshot(page, "08-predict-bad-csv")
-
-
 def test_admin_pages_show_users_and_the_ledger(page: Any, live_api: LiveApi) -> None:
     sign_in(page, live_api.admin_email, live_api.admin_password)
     open_page(page, "Admin")
@@ -250,18 +98,31 @@ def test_studio_trains_a_model_and_shows_its_report(page: Any, live_api: LiveApi
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
         {"name": "flowers.csv", "mimeType": "text/csv", "buffer": flowers_csv()}
     )
-    page.get_by_label("Column to predict").fill("kind")
-    page.get_by_role("button", name="Upload", exact=True).click()
+    # The column to predict is picked from the file's own columns; the last one is offered first.
+    page.get_by_role("combobox", name="Column to predict").wait_for()
+    assert page.get_by_role("combobox", name="Column to predict").input_value() == "kind"
+    page.get_by_text("CSV file (at most 5 MB)").wait_for()
+    page.get_by_role("button", name="Add this dataset").click()
     page.get_by_text("60 rows, 3 columns").wait_for()
     screenshot(page, "11-studio-datasets")
     page.get_by_role("tab", name="Train", exact=True).click()
-    page.get_by_role("button", name="Start training").click()
+    # The price is shown before paying, on the button itself.
+    page.get_by_text("Cost: 10 credits").wait_for()
+    page.get_by_role("button", name="Pay 10 credits and start training").click()
     page.get_by_role("button", name="Download the report (PDF)").wait_for(timeout=60_000)
     page.get_by_text("Confusion matrix").or_(page.get_by_text("Publish this model")).first.wait_for()
+    page.get_by_text("held-out test rows the model never saw").first.wait_for()
     screenshot(page, "12-studio-report")
     page.get_by_role("tab", name="My trainings").click()
     page.get_by_text("Train it again").wait_for()
     screenshot(page, "14-studio-my-trainings")
+
+    # The wallet names the charge by what it paid for.
+    open_page(page, "Wallet")
+    grid = page.get_by_test_id("stDataFrame").first
+    grid.locator("td", has_text="Training charge").first.wait_for(state="attached")
+    assert "Prediction charge" not in grid.locator("td").all_inner_texts()
+    screenshot(page, "15-wallet-training-charge")
 
 
 def _client_with_credits(live_api: LiveApi, amount: int) -> tuple[str, str]:

@@ -47,7 +47,12 @@ def test_a_csv_batch_shows_the_cost_first_and_the_rejected_rows_with_reasons(
     csv = f"{HEADER}\n5.1,3.5,1.4,0.2\nabc,3.0,1.0,0.2\n6.7,3.0,5.2,2.3\n".encode()
     at.file_uploader(key=f"csv-{IRIS}").upload("flowers.csv", csv, "text/csv")
     at.run()
-    assert "**Cost: 1 credit \N{MULTIPLICATION SIGN} 3 row(s) = 3 credits**" in texts(at)
+    # Checked in the page before paying: the bad cell is named, and only the good rows are priced.
+    assert "**Cost: 1 credit \N{MULTIPLICATION SIGN} 2 row(s) = 2 credits**" in texts(at)
+    assert "- Row 2, `sepal_length_cm`: 'abc' is not a number" in texts(at)
+    preview = at.dataframe[0].value
+    assert preview.index.tolist()[0] == 2 and "'abc' is not a number" in preview["problem"].iloc[0]
+    assert at.button(key=f"send-{IRIS}").label == "Pay 2 credits and predict 2 row(s)"
     at.button(key=f"send-{IRIS}").click().run()
     no_exceptions(at)
     assert next(m.value for m in at.metric if m.label == "Cost") == "2 credits"
@@ -61,27 +66,66 @@ def test_a_csv_batch_shows_the_cost_first_and_the_rejected_rows_with_reasons(
     assert live_api.call("GET", "/wallet", person.token)["balance"] == 8
 
 
-def test_a_bad_csv_shows_the_apis_validation_message_and_costs_nothing(
+def test_a_csv_with_the_wrong_header_is_refused_before_paying(
     app_as: Callable[..., AppTest], make_person: Callable[..., Person], live_api: LiveApi
 ) -> None:
     person = make_person(credits=10)
     at = open_predict(app_as, person)
     at.file_uploader(key=f"csv-{IRIS}").upload("bad.csv", b"colour,size\nred,3\n", "text/csv")
     at.run()
-    at.button(key=f"send-{IRIS}").click().run()
     no_exceptions(at)
     assert len(at.error) == 1
-    assert "the CSV header lacks feature column(s) 'sepal_length_cm'" in at.error[0].value
+    assert at.error[0].value.startswith("The header lacks 'sepal_length_cm', 'sepal_width_cm'")
+    assert at.button(key=f"send-{IRIS}").disabled
+
+    # No header at all: the numbers of the first row are not taken for column names.
+    at.file_uploader(key=f"csv-{IRIS}").upload("bare.csv", b"5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n", "text/csv")
+    at.run()
+    inputs = HEADER.replace(",", ", ")
+    assert [e.value for e in at.error] == [
+        f"The first line holds values, not column names. Add a first line naming the inputs: {inputs}."
+    ]
+    assert at.button(key=f"send-{IRIS}").disabled
     assert live_api.call("GET", "/wallet", person.token)["balance"] == 10
     assert live_api.call("GET", "/predictions", person.token) == []
+
+
+def test_a_latin1_file_is_read_once_its_encoding_is_chosen(
+    app_as: Callable[..., AppTest], make_person: Callable[..., Person], live_api: LiveApi
+) -> None:
+    person = make_person(credits=10)
+    at = open_predict(app_as, person, "diabetes-linear")
+    model = next(m for m in live_api.call("GET", "/models", person.token) if m["name"] == "diabetes-linear")
+    names = [f["name"] for f in model["input_schema"]]
+    row = ",".join("0.01" for _ in names)
+    data = (",".join(names) + "\n" + row + "\n" + row + "\n").encode() + "\u00e9".encode("latin-1") + b"\n"
+    at.file_uploader(key="csv-diabetes-linear").upload("caf\u00e9.csv", data, "text/csv")
+    at.run()
+    no_exceptions(at)
+    assert at.error[0].value.startswith("This file is not UTF-8 text.")
+    at.selectbox(key="encoding-diabetes-linear").select("latin-1").run()
+    no_exceptions(at)
+    assert "Read as Latin-1 (ISO-8859-1); it is sent to mlmarket as UTF-8." in texts(at)
+    assert at.button(key="send-diabetes-linear").label == "Pay 2 credits and predict 2 row(s)"
+
+
+def test_a_batch_beyond_the_balance_is_stopped_before_paying(
+    app_as: Callable[..., AppTest], make_person: Callable[..., Person]
+) -> None:
+    at = open_predict(app_as, make_person(credits=1))
+    csv = f"{HEADER}\n5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n".encode()
+    at.file_uploader(key=f"csv-{IRIS}").upload("flowers.csv", csv, "text/csv")
+    at.run()
+    no_exceptions(at)
+    assert "Your balance (1 credit) is 1 credit short of this prediction." in [w.value for w in at.warning]
+    assert at.button(key=f"send-{IRIS}").disabled
 
 
 def test_a_short_balance_says_how_much_is_missing(
     app_as: Callable[..., AppTest], make_person: Callable[..., Person]
 ) -> None:
     at = open_predict(app_as, make_person(credits=0))
-    next(b for b in at.button if b.label == "Pay 1 credit and predict").click()
-    at.run()
     no_exceptions(at)
-    assert [e.value for e in at.error] == ["insufficient balance: need 1, have 0"]
+    assert "Your balance (0 credits) is 1 credit short of this prediction." in [w.value for w in at.warning]
+    assert next(b for b in at.button if b.label == "Pay 1 credit and predict").disabled
     assert "Your prediction" not in texts(at)

@@ -22,21 +22,27 @@ def flowers_csv(rows: int = 60) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def upload(at: AppTest, data: bytes, target: str = "kind") -> AppTest:
+def upload(at: AppTest, data: bytes, target: str | None = "kind") -> AppTest:
     at.file_uploader(key="dataset_file").upload("flowers.csv", data, "text/csv")
-    at.text_input(key="dataset_target").input(target)
-    next(b for b in at.button if b.label == "Upload").click()
+    at.run()
+    if target is not None:
+        at.selectbox(key="dataset_target-flowers.csv").select(target)
+    at.button(key="dataset_add").click()
     return at.run()
 
 
-def test_a_dataset_without_its_target_shows_the_apis_message(
+def test_the_column_to_predict_is_chosen_from_the_files_columns(
     app_as: Callable[..., AppTest], make_person: Callable[..., Person]
 ) -> None:
     at = app_as(make_person(), STUDIO)
     no_exceptions(at)
-    upload(at, b"a,b\n1,2\n", target="kind")
+    at.file_uploader(key="dataset_file").upload("flowers.csv", b"a,b\n1,2\n", "text/csv")
+    at.run()
     no_exceptions(at)
-    assert [e.value for e in at.error] == ["The dataset was not accepted: csv must contain target column"]
+    # The column to predict is chosen from the file's own columns, so it cannot name a missing one.
+    assert at.selectbox(key="dataset_target-flowers.csv").options == ["a", "b"]
+    assert at.selectbox(key="dataset_target-flowers.csv").value == "b"
+    assert at.button(key="dataset_add").label == "Add this dataset"
 
 
 def test_upload_train_read_the_report_and_publish(
@@ -52,7 +58,9 @@ def test_upload_train_read_the_report_and_publish(
     # The form comes from the algorithm's JSON schema: an integer with its default, a nullable seed.
     assert at.number_input(key="hp-RandomForestClassifier-n_estimators").value == 100
     at.number_input(key="hp-RandomForestClassifier-n_estimators").set_value(10)
-    next(b for b in at.button if b.label == "Start training").click()
+    # The price is on the button: 60 rows are one started block of 1,000 rows.
+    assert button_ending(at, "and start training").label == "Pay 10 credits and start training"
+    button_ending(at, "and start training").click()
     at.run()
     no_exceptions(at)
     assert "succeeded" in texts(at)
@@ -71,12 +79,17 @@ def test_upload_train_read_the_report_and_publish(
     no_exceptions(at)
     assert f"Published {name} v1 at 2 credits per row." in [s.value for s in at.success]
     catalog = {m["name"]: m for m in live_api.call("GET", "/models", person.token)}
-    assert catalog[name]["owner"] == person.email
+    assert catalog[name].get("author_id", person.user["id"]) == person.user["id"]
     assert next(m.value for m in at.metric if m.label == "Published models") == "1"
 
 
 def button(at: AppTest, label: str) -> Any:
     return next(b for b in at.button if b.label == label)
+
+
+def button_ending(at: AppTest, words: str) -> Any:
+    """A paying button, whose label starts with its price."""
+    return next(b for b in at.button if b.label.endswith(words))
 
 
 def success_texts(at: AppTest) -> list[str]:
@@ -178,7 +191,7 @@ def test_reopen_a_past_training_retrain_it_and_delete_it(
     # Retrain on the other dataset with other hyperparameters.
     at.selectbox(key=f"retrain_dataset-{job['id']}").select(other["id"])
     at.text_area(key=f"retrain_params-{job['id']}").input('{"C": 0.5}')
-    button(at, "Retrain").click()
+    button_ending(at, "and retrain").click()
     at.run()
     no_exceptions(at)
     jobs = live_api.call("GET", "/training-jobs", person.token)
@@ -189,12 +202,12 @@ def test_reopen_a_past_training_retrain_it_and_delete_it(
 
     # A hyperparameter the algorithm refuses: the API's words.
     at.text_area(key=f"retrain_params-{new['id']}").input('{"C": -1}')
-    button(at, "Retrain").click()
+    button_ending(at, "and retrain").click()
     at.run()
     no_exceptions(at)
     assert [e.value.startswith("The training did not start: ") for e in at.error] == [True]
     at.text_area(key=f"retrain_params-{new['id']}").input("not json")
-    button(at, "Retrain").click()
+    button_ending(at, "and retrain").click()
     at.run()
     assert [e.value for e in at.error] == ['The hyperparameters must be a JSON object, like {"n_estimators": 50}.']
 
@@ -256,7 +269,7 @@ def test_a_sharded_training_shows_each_shard(
     at.selectbox(key="train_algorithm").select("RandomForestClassifier").run()
     at.number_input(key="hp-RandomForestClassifier-n_estimators").set_value(10)
     at.number_input(key="train_shards-RandomForestClassifier").set_value(2)
-    next(b for b in at.button if b.label == "Start training").click()
+    button_ending(at, "and start training").click()
     at.run()
     no_exceptions(at)
     assert not at.error, [e.value for e in at.error]
@@ -266,3 +279,55 @@ def test_a_sharded_training_shows_each_shard(
     assert sum(shards["rows"]) == 48  # the 80 % of 60 rows not held out for testing
     (job,) = live_api.call("GET", "/training-jobs", person.token)
     assert (job["shards"], job["status"]) == (2, "succeeded")
+
+
+def test_publishing_under_a_taken_name_shows_what_changes_and_asks(
+    app_as: Callable[..., AppTest], make_person: Callable[..., Person], live_api: LiveApi
+) -> None:
+    person = make_person(credits=40)
+    first = trained_job(live_api, person, api_dataset(live_api, person)["id"])
+    name = f"flowers-{uuid.uuid4().hex[:6]}"
+    body = {"training_job_id": first["id"], "name": name, "price_per_row": 2, "description": "Small or large"}
+    live_api.call("POST", "/models", person.token, json=body)
+    lines = [f"{1.5 + (i % 2) * 4},{2 + (i % 3) / 10},{i % 7 + 0.5},{('small', 'large')[i % 2]}" for i in range(40)]
+    wider = ("petal,sepal,stem,kind\n" + "\n".join(lines) + "\n").encode()
+    files = {"file": ("wider.csv", wider, "text/csv")}
+    dataset = live_api.call("POST", "/datasets", person.token, files=files, data={"target": "kind"})
+    second = trained_job(live_api, person, dataset["id"])
+
+    at = app_as(person, STUDIO)
+    at.selectbox(key="job_pick").select(second["id"]).run()
+    at.text_input(key="past_publish_name").input(name)
+    at.number_input(key="past_publish_price").set_value(3)
+    button(at, "Publish").click()
+    at.run()
+    no_exceptions(at)
+    # Nothing is published yet: the page says what a new version changes and asks.
+    assert [v["version"] for v in live_api.call("GET", f"/models/{name}", person.token)["versions"]] == [1]
+    warning = next(w.value for w in at.warning if name in w.value)
+    assert f"**{name}** is already in the catalog (v1). Publishing adds v2" in warning
+    page = texts(at)
+    for change in (
+        "Input `stem` is new (number)",
+        "Price per row changes from 2 credits to 3 credits",
+        "The description of the current version is kept (yours was empty)",
+    ):
+        assert change in page, change
+    at.button(key="past_publish-confirm").click().run()
+    no_exceptions(at)
+    assert f"Published {name} v2 at 3 credits per row." in success_texts(at)
+    model = live_api.call("GET", f"/models/{name}", person.token)
+    assert [v["version"] for v in model["versions"]] == [2, 1]
+    assert model["description"] == "Small or large"
+
+    # Both versions stay on sale, and a buyer can pick the older one.
+    buyer = app_as(make_person(credits=5), "app_pages/predict.py")
+    buyer.selectbox[0].select(name).run()
+    version = buyer.selectbox(key=f"version-{name}")
+    assert version.options == [
+        "v2 (newest) · 3 credits per row · published " + model["created_at"][:10],
+        "v1 · 2 credits per row · published " + model["versions"][1]["created_at"][:10],
+    ]
+    version.select(1).run()
+    no_exceptions(buyer)
+    assert "Pay 2 credits and predict" in [b.label for b in buyer.button]

@@ -13,6 +13,7 @@ from web_ui.utils import session
 from web_ui.utils.api import ApiError
 
 CREDITED = "admin_credited"
+MAX_CREDIT = 1_000_000
 
 client = session.client()
 st.title(":material/admin_panel_settings: Administration")
@@ -51,31 +52,43 @@ with users_tab:
     )
 
     st.subheader("Credit a user")
+    by_id: dict[int, dict[str, Any]] = {int(u["id"]): u for u in users}
+    # No form: picking a user shows their balance as it is now, and Enter never credits by itself.
+    pick, figure = st.columns([3, 1], vertical_alignment="bottom")
+    who = pick.selectbox(
+        "User",
+        list(by_id),
+        format_func=lambda i: f"{by_id[i].get('full_name') or by_id[i].get('email')} · {by_id[i].get('email')}",
+        key="credit_user",
+    )
+    if who is not None:
+        figure.metric("Their balance now", fmt.credits(int(by_id[int(who)].get("balance") or 0)))
+    amount = st.number_input("Credits", value=100, step=10, key="credit_amount")
+    problem = fmt.amount_problem(amount, MAX_CREDIT)
+    if problem:
+        st.error(problem, icon=":material/error:")
+    memo = st.text_input("Memo (optional)", max_chars=255, key="credit_memo")
+    if st.button(
+        f"Credit {fmt.credits(int(amount))}" if problem is None else "Credit",
+        type="primary",
+        icon=":material/add_card:",
+        disabled=problem is not None or who is None,
+        key="credit_button",
+    ):
+        try:
+            result = client.admin_credit(
+                int(who), int(amount), memo=memo.strip() or None, idempotency_key=str(uuid.uuid4())
+            )
+        except ApiError as exc:
+            session.show_error(exc, "The credit did not go through: ")
+        else:
+            st.session_state[CREDITED] = (
+                f"Credited {fmt.credits(int(amount))} to {by_id[int(who)].get('email')}. "
+                f"Their balance is now {fmt.credits(result['balance'])}."
+            )
+            st.rerun()
     if CREDITED in st.session_state:
         st.success(str(st.session_state.pop(CREDITED)), icon=":material/check_circle:")
-    by_id: dict[int, dict[str, Any]] = {int(u["id"]): u for u in users}
-    with st.form("credit"):
-        who = st.selectbox(
-            "User",
-            list(by_id),
-            format_func=lambda i: f"{by_id[i].get('email')} (balance {by_id[i].get('balance'):,})",
-            key="credit_user",
-        )
-        amount = st.number_input("Credits", min_value=1, max_value=1_000_000, value=100, step=10, key="credit_amount")
-        memo = st.text_input("Memo (optional)", max_chars=255, key="credit_memo")
-        if st.form_submit_button("Credit", type="primary", icon=":material/add_card:"):
-            try:
-                result = client.admin_credit(
-                    int(who), int(amount), memo=memo.strip() or None, idempotency_key=str(uuid.uuid4())
-                )
-            except ApiError as exc:
-                session.show_error(exc, "The credit did not go through: ")
-            else:
-                st.session_state[CREDITED] = (
-                    f"Credited {fmt.credits(int(amount))} to {by_id[int(who)].get('email')}. "
-                    f"Their balance is now {fmt.credits(result['balance'])}."
-                )
-                st.rerun()
 
 with ledger_tab:
     st.markdown(

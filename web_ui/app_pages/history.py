@@ -95,4 +95,5 @@ if rows:
     )
     if chosen:
         task = session.call(lambda: client.prediction(chosen))
-        tasks.show(client, task, live=True)
+        with st.empty().container(key=f"history-task-{chosen}"):
+            tasks.show(client, task, live=True)

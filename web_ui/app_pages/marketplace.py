@@ -21,10 +21,12 @@ if not models:
     st.stop()
 
 search_col, task_col, sort_col = st.columns([3, 2, 2])
-query = search_col.text_input("Search", placeholder="name, description or author", key="market_search")
+query = search_col.text_input("Search", placeholder="name, description, input or author", key="market_search")
 tasks = ["All tasks", *sorted({str(m.get("task")) for m in models})]
 chosen_task = task_col.selectbox("Task", tasks, key="market_task", format_func=lambda t: fmt.TASK_LABELS.get(t, t))
-order = sort_col.selectbox("Sort by", ["Name", "Price: low to high", "Price: high to low"], key="market_sort")
+ORDERS = ["Recommended", "Newest", "Most used", "Name", "Price: low to high", "Price: high to low"]
+has_usage = any("predictions" in m for m in models)
+order = sort_col.selectbox("Sort by", [o for o in ORDERS if o != "Most used" or has_usage], key="market_sort")
 
 shown = [
     m
@@ -33,14 +35,33 @@ shown = [
     and (
         not query.strip()
         or query.strip().lower()
-        in " ".join(str(m.get(k) or "") for k in ("name", "description", "owner", "algorithm")).lower()
+        in " ".join(
+            [
+                *(str(m.get(k) or "") for k in ("name", "description", "algorithm")),
+                fmt.author(m),
+                *(str(f.get("name")) for f in m.get("input_schema") or []),
+            ]
+        ).lower()
     )
 ]
-if order == "Name":
+if order == "Recommended":
+    shown = fmt.recommended(shown)
+elif order == "Newest":
+    shown.sort(key=lambda m: str(m.get("created_at") or ""), reverse=True)
+elif order == "Most used":
+    shown.sort(key=lambda m: (-int(m.get("predictions") or 0), str(m.get("name"))))
+elif order == "Name":
     shown.sort(key=lambda m: str(m.get("name")))
 else:
     shown.sort(key=lambda m: int(m.get("price_per_row") or 0), reverse=order == "Price: high to low")
 
+if not shown:
+    words = f"“{query.strip()}”" if query.strip() else "these filters"
+    st.info(
+        f"No model matches {words}. Try another word, or clear the search and the task filter.",
+        icon=":material/search_off:",
+    )
+    st.stop()
 st.caption(f"{len(shown)} of {len(models)} model(s)")
 
 
@@ -58,6 +79,8 @@ for start in range(0, len(shown), CARDS_PER_ROW):
             badges.badge(fmt.TASK_LABELS.get(str(model.get("task")), str(model.get("task"))), color="violet")
             badges.badge(f"v{model.get('version')}", color="gray")
             badges.badge(f"{fmt.credits(model.get('price_per_row'))} / row", color="green")
+            if model.get("price_raised") and model.get("previous_price_per_row") is not None:
+                badges.badge(f"was {fmt.credits(model['previous_price_per_row'])} / row", color="orange")
             st.write(model.get("description") or "_No description._")
             st.markdown(f"**Inputs:** {fmt.features_text(model.get('input_schema') or [])}")
             if model.get("classes"):
@@ -65,7 +88,7 @@ for start in range(0, len(shown), CARDS_PER_ROW):
             scores = fmt.metrics_text(model.get("metrics"))
             if scores:
                 st.caption(f"{model.get('algorithm')} · {scores}")
-            st.caption(f"By {model.get('owner') or 'mlmarket'} · published {fmt.when(model.get('created_at'))[:10]}")
+            st.caption(f"By {fmt.author(model)} · published {fmt.when(model.get('created_at'))[:10]}")
             if st.button("Predict with this model", key=f"use-{name}", icon=":material/arrow_forward:"):
                 use_model(name)
                 st.switch_page("app_pages/predict.py")
@@ -80,7 +103,7 @@ with st.expander("All models as a table"):
                     "task": m.get("task"),
                     "price per row": m.get("price_per_row"),
                     "inputs": ", ".join(str(f.get("name")) for f in m.get("input_schema") or []),
-                    "author": m.get("owner"),
+                    "author": fmt.author(m),
                     "description": m.get("description"),
                 }
                 for m in shown

@@ -5,20 +5,19 @@ The cost is shown before paying; after paying, the status is followed live until
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
+from web_ui.utils import csv_check, session, tasks
 from web_ui.utils import formatting as fmt
-from web_ui.utils import session, tasks
 from web_ui.utils.api import ApiClient, ApiError
 
 PREDICT_MODEL = "predict_model"
 CURRENT_TASK = "predict_task"
 PREVIEW_ROWS = 20
+MAX_UPLOAD_MB = 5  # the API's limit for a prediction file (MLMARKET_PREDICT_MAX_BYTES, 5 MiB by default)
 TIMES = "\N{MULTIPLICATION SIGN}"
 
 client = session.client()
@@ -29,7 +28,7 @@ if not models:
     st.info("No model is published yet, so there is nothing to predict with.", icon=":material/info:")
     st.stop()
 by_name = {str(m["name"]): m for m in models}
-names = sorted(by_name)
+names = [str(m["name"]) for m in fmt.recommended(models)]  # a scratch or test model is never the one offered first
 wanted = st.session_state.get(PREDICT_MODEL)
 name = st.selectbox(
     "Model",
@@ -42,6 +41,23 @@ name = st.selectbox(
 )
 st.session_state[PREDICT_MODEL] = name
 model: dict[str, Any] = by_name[name]
+# Earlier versions stay on sale: a buyer can keep using the one they know.
+versions = [
+    v for v in session.call(lambda: client.model(name)).get("versions") or [] if v.get("status") in (None, "published")
+]
+if len(versions) > 1:
+    newest = max(int(v["version"]) for v in versions)
+    by_version = {int(v["version"]): v for v in versions}
+    picked = st.selectbox(
+        "Version",
+        sorted(by_version, reverse=True),
+        format_func=lambda n: (
+            f"v{n}{' (newest)' if n == newest else ''} · {fmt.credits(by_version[n].get('price_per_row'))} per row"
+            f" · published {fmt.when(by_version[n].get('created_at'))[:10]}"
+        ),
+        key=f"version-{name}",
+    )
+    model = by_version[int(picked)]
 price = int(model.get("price_per_row") or 0)
 features: list[dict[str, Any]] = list(model.get("input_schema") or [])
 
@@ -50,6 +66,8 @@ info = st.container(horizontal=True, gap="small")
 info.badge(f"v{model.get('version')}", color="gray")
 info.badge(fmt.TASK_LABELS.get(str(model.get("task")), str(model.get("task"))), color="violet")
 info.badge(f"{fmt.credits(price)} per row", color="green")
+if model.get("price_raised") and model.get("previous_price_per_row") is not None:
+    info.badge(f"raised from {fmt.credits(model['previous_price_per_row'])} per row", color="orange")
 info.badge(f"Your balance: {fmt.credits(balance)}", color="blue", icon=":material/account_balance_wallet:")
 if model.get("description"):
     st.caption(str(model["description"]))
@@ -81,17 +99,93 @@ def feature_input(feature: dict[str, Any]) -> Any:
     return float(st.number_input(label, value=0.0, step=0.1, format="%.4f", key=key))
 
 
-def count_rows(data: bytes) -> int | None:
-    """Data rows in a CSV file (the header and blank lines aside), or None when it is not readable text."""
-    try:
-        text = data.decode("utf-8-sig")
-        return sum(1 for record in list(csv.reader(io.StringIO(text)))[1:] if any(cell.strip() for cell in record))
-    except (UnicodeDecodeError, csv.Error):
-        return None
-
-
 def template(features: list[dict[str, Any]]) -> bytes:
     return (",".join(str(f["name"]) for f in features) + "\n").encode()
+
+
+def highlighted(result: csv_check.CsvCheck) -> None:
+    """The rows with a problem first, then the others; each bad cell in red, its reason on the right."""
+    bad = sorted(result.bad_rows)
+    shown = (bad + [i for i in range(len(result.records)) if i not in result.bad_rows])[:PREVIEW_ROWS]
+    width = len(result.header)
+    frame = pd.DataFrame(
+        [(result.records[i] + [""] * width)[:width] for i in shown], columns=result.header, index=[i + 1 for i in shown]
+    )
+    frame.index.name = "row"
+    frame["problem"] = [
+        "; ".join(f"{c}: {why}" for (r, c), why in sorted(result.cell_problems.items()) if r == i) for i in shown
+    ]
+
+    def paint(table: pd.DataFrame) -> pd.DataFrame:
+        colours = pd.DataFrame("", index=table.index, columns=table.columns)
+        for row, column in result.cell_problems:
+            if row + 1 in colours.index and column in colours.columns:
+                colours.loc[row + 1, column] = "background-color: #fde2e1; color: #9f1c1c; font-weight: 600"
+        return colours
+
+    st.dataframe(frame.style.apply(paint, axis=None), width="stretch")
+    if len(result.records) > PREVIEW_ROWS:
+        st.caption(f"The first {PREVIEW_ROWS} of {len(result.records):,} rows, those with a problem first.")
+
+
+def check_file(filename: str, data: bytes) -> None:
+    """Reads the file here, says what is wrong before anyone pays, and offers to pay for the rows that are right."""
+    chosen = st.session_state.get(f"encoding-{name}")
+    result = csv_check.check(data, features, encoding=chosen)
+    if result.encoding is None or chosen is not None:
+        if result.encoding is None:
+            st.error(
+                "This file is not "
+                + (csv_check.ENCODINGS.get(chosen or "utf-8", chosen or "") + " text")
+                + ". If it was saved by a spreadsheet, pick the encoding it was saved in:",
+                icon=":material/error:",
+            )
+        st.selectbox(
+            "File encoding",
+            list(csv_check.ENCODINGS),
+            index=None,
+            placeholder="Choose an encoding",
+            format_func=csv_check.ENCODINGS.get,
+            key=f"encoding-{name}",
+        )
+        if result.encoding is None:
+            return
+    if result.encoding not in ("utf-8", None):
+        st.caption(f"Read as {csv_check.ENCODINGS[result.encoding]}; it is sent to mlmarket as UTF-8.")
+    if result.header_problem:
+        st.error(result.header_problem, icon=":material/error:")
+        st.button("Pay and predict", type="primary", icon=":material/bolt:", disabled=True, key=f"send-{name}")
+        return
+    highlighted(result)
+    rows = result.good_rows
+    if result.cell_problems:
+        st.warning(
+            f"{len(result.bad_rows)} of {len(result.records)} row(s) have a problem and will not be predicted "
+            "nor charged. Fix them in the file, or pay for the others:",
+            icon=":material/warning:",
+        )
+        st.markdown("\n".join(f"- {line}" for line in csv_check.problems_text(result)))
+    cost = price * rows
+    st.markdown(f"**Cost: {fmt.credits(price)} {TIMES} {rows:,} row(s) = {fmt.credits(cost)}**")
+    short = cost > balance
+    if short:
+        st.warning(
+            f"Your balance ({fmt.credits(balance)}) is {fmt.credits(cost - balance)} short of this prediction.",
+            icon=":material/account_balance_wallet:",
+        )
+        st.page_link("app_pages/wallet.py", label="Top up your wallet", icon=":material/add_card:")
+    if st.button(
+        f"Pay {fmt.credits(cost)} and predict {rows:,} row(s)",
+        type="primary",
+        icon=":material/bolt:",
+        disabled=short or rows == 0,
+        key=f"send-{name}",
+    ):
+        st.session_state.pop(CURRENT_TASK, None)  # a new submission replaces the last result, even if it fails
+        try:
+            submitted(client.predict_csv(name, filename, result.utf8(), version=model.get("version")))
+        except ApiError as exc:
+            failed(exc)
 
 
 one_row, batch = st.tabs(["One row", "A CSV file (batch)"])
@@ -104,7 +198,15 @@ with one_row, st.form(f"row-{name}"):
         with columns[number % 3]:
             row[str(feature["name"])] = feature_input(feature)
     st.markdown(f"**Cost: {fmt.credits(price)} {TIMES} 1 row = {fmt.credits(price)}**")
-    if st.form_submit_button(f"Pay {fmt.credits(price)} and predict", type="primary", icon=":material/bolt:"):
+    if balance < price:
+        st.warning(
+            f"Your balance ({fmt.credits(balance)}) is {fmt.credits(price - balance)} short of this prediction.",
+            icon=":material/account_balance_wallet:",
+        )
+    if st.form_submit_button(
+        f"Pay {fmt.credits(price)} and predict", type="primary", icon=":material/bolt:", disabled=balance < price
+    ):
+        st.session_state.pop(CURRENT_TASK, None)  # a new submission replaces the last result, even if it fails
         try:
             submitted(client.predict_rows(name, [row], version=model.get("version")))
         except ApiError as exc:
@@ -125,37 +227,22 @@ with batch:
         on_click="ignore",
         key=f"template-{name}",
     )
-    upload = st.file_uploader("CSV file", type=["csv"], key=f"csv-{name}")
+    upload = st.file_uploader(
+        f"CSV file (at most {MAX_UPLOAD_MB} MB)", type=["csv"], key=f"csv-{name}", max_upload_size=MAX_UPLOAD_MB
+    )
     if upload is not None:
-        data = upload.getvalue()
-        rows = count_rows(data)
-        try:
-            st.dataframe(pd.read_csv(io.BytesIO(data), nrows=PREVIEW_ROWS), hide_index=True, width="stretch")
-        except (ValueError, pd.errors.ParserError, UnicodeDecodeError):
-            st.caption("No preview: the file does not read as a CSV table. The API will say what is wrong.")
-        if rows is None:
-            st.markdown("**Cost:** cannot be counted before sending: the file is not UTF-8 text.")
-            label = "Send the file"
-        else:
-            st.markdown(
-                f"**Cost: {fmt.credits(price)} {TIMES} {rows} row(s) = {fmt.credits(price * rows)}** "
-                "(rows the model rejects are not charged)"
-            )
-            label = f"Pay up to {fmt.credits(price * rows)} and predict"
-        if st.button(label, type="primary", icon=":material/bolt:", key=f"send-{name}"):
-            try:
-                submitted(client.predict_csv(name, upload.name, data, version=model.get("version")))
-            except ApiError as exc:
-                failed(exc)
+        check_file(upload.name, upload.getvalue())
 
 
 def show_current(client: ApiClient) -> None:
     task = st.session_state.get(CURRENT_TASK)
-    if not isinstance(task, dict):
+    if not isinstance(task, dict) or task.get("model") not in (None, name):
         return
-    st.divider()
-    st.subheader("Your prediction")
-    st.session_state[CURRENT_TASK] = tasks.show(client, task, live=True)
+    # A fresh placeholder first: nothing of an earlier result stays on screen while this one is followed.
+    with st.empty().container(key=f"prediction-{task.get('id')}"):
+        st.divider()
+        st.subheader("Your prediction")
+        st.session_state[CURRENT_TASK] = tasks.show(client, task, live=True)
 
 
 show_current(client)

@@ -8,6 +8,14 @@ from web_ui.utils import session
 from web_ui.utils.api import ApiClient, ApiError
 
 MIN_PASSWORD = 8
+PAGE_NAMES = {
+    "predict": "Predict",
+    "history": "your history",
+    "studio": "the training studio",
+    "wallet": "your wallet",
+    "api_keys": "your API keys",
+    "admin": "the administration",
+}
 
 
 def _enter(client: ApiClient, email: str, password: str) -> None:
@@ -23,6 +31,9 @@ with middle:
     st.markdown("Pick a model from the catalog, pay per predicted row, and get your predictions in seconds.")
 
     session.show_flash()
+    asked_for = PAGE_NAMES.get(str(st.session_state.get(session.NEXT_PAGE) or ""))
+    if asked_for:
+        st.info(f"Sign in to open {asked_for}.", icon=":material/login:")
 
     client = ApiClient()
     sign_in_tab, register_tab = st.tabs(["Sign in", "Create an account"])

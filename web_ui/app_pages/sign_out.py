@@ -6,5 +6,5 @@ import streamlit as st
 
 from web_ui.utils import session
 
-session.sign_out("You are signed out.")
+session.sign_out(session.SIGNED_OUT_MESSAGE)
 st.rerun()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import time
@@ -11,14 +12,15 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from web_ui.utils import csv_check, session
 from web_ui.utils import formatting as fmt
-from web_ui.utils import session
 from web_ui.utils.api import ApiClient, ApiError
 
 CURRENT_JOB = "studio_job"
 DONE = "studio_done"  # the message of an action that reran the page
 OPEN_JOB = "studio_open_job"  # a job to open in "My trainings" on the next run
 MAX_APPEND_BYTES = 2 * 2**20
+MAX_DATASET_MB = 5  # the API's dataset limit (MLMARKET_DATASET_MAX_BYTES, 5 MiB by default)
 FINISHED = ("succeeded", "failed")
 FOLLOW_MAX_SECONDS = 600.0
 POLL_SECONDS = 0.5
@@ -149,9 +151,13 @@ def importance_chart(report: dict[str, Any]) -> alt.Chart | None:
         return None
     return (
         alt.Chart(pd.DataFrame(rows))
-        .mark_bar()
-        .encode(x="importance:Q", y=alt.Y("feature:N", sort="-x"), tooltip=["feature:N", "importance:Q"])
-        .properties(title="Feature importance", height=max(160, 22 * len(rows)))
+        .mark_bar(color="#4f46e5")
+        .encode(
+            x=alt.X("importance:Q", title="importance"),
+            y=alt.Y("feature:N", sort="-x", title=None, axis=alt.Axis(labelLimit=320, labelFontSize=12)),
+            tooltip=["feature:N", alt.Tooltip("importance:Q", format=".3f")],
+        )
+        .properties(title="Feature importance", height=max(160, 28 * len(rows)))
     )
 
 
@@ -161,6 +167,10 @@ def shard_table(job: dict[str, Any]) -> None:
     if not shards:
         return
     st.markdown(f"**{len(shards)} shards**, trained on the workers in parallel and merged into one model")
+    st.caption(
+        "A shard is one part of the training rows. Each is trained by whichever worker is free, at the same "
+        "time as the others, and the parts are merged into one model: a big dataset trains sooner."
+    )
     st.dataframe(
         pd.DataFrame(
             [
@@ -203,10 +213,21 @@ def show_job(client: ApiClient, job: dict[str, Any], where: str = "") -> None:
     metrics = report.get("metrics") or {}
     numbers = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
     shown = {k: v for k, v in numbers.items() if k.startswith("test_")} or numbers  # held-out scores first
+    split = report.get("rows") or {}
     if shown:
         metric_cols = st.columns(min(4, len(shown)))
         for index, (name, value) in enumerate(shown.items()):
-            metric_cols[index % len(metric_cols)].metric(name.replace("_", " "), f"{value:.4g}")
+            measured = split.get("test") if name.startswith("test_") else split.get("train")
+            metric_cols[index % len(metric_cols)].metric(
+                name.replace("_", " "),
+                f"{value:.4g}",
+                help=f"Measured on {int(measured):,} rows" if isinstance(measured, int) else None,
+            )
+        if isinstance(split.get("test"), int) and isinstance(split.get("train"), int):
+            st.caption(
+                f"Scores measured on the {split['test']:,} held-out test rows the model never saw "
+                f"(it was trained on the other {split['train']:,})."
+            )
     left, right = st.columns(2)
     chart = confusion_chart(report)
     if chart is not None:
@@ -252,15 +273,89 @@ def show_job(client: ApiClient, job: dict[str, Any], where: str = "") -> None:
             "Price per row (credits)", min_value=1, max_value=1_000_000, value=1, key=f"{where}publish_price"
         )
         if st.form_submit_button("Publish", type="primary", icon=":material/publish:"):
-            try:
-                model = client.publish(str(job["id"]), name.strip(), int(price), description.strip())
-            except ApiError as exc:
-                session.show_error(exc, "The model was not published: ")
+            request = {"name": name.strip(), "price": int(price), "description": description.strip()}
+            existing = existing_model(client, request["name"])
+            if existing is None:
+                publish(client, job, request, where)
             else:
-                st.success(
-                    f"Published {model['name']} v{model['version']} at {fmt.credits(model['price_per_row'])} per row.",
-                    icon=":material/storefront:",
-                )
+                st.session_state[f"{where}publish_review-{job['id']}"] = request
+    review = st.session_state.get(f"{where}publish_review-{job['id']}")
+    if isinstance(review, dict):
+        review_publishing(client, job, report, review, where)
+
+
+def existing_model(client: ApiClient, name: str) -> dict[str, Any] | None:
+    """The catalog's model of that name, or None when the name is free (or not a valid name: the API says why)."""
+    if not name:
+        return None
+    try:
+        return client.model(name)
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def publish(client: ApiClient, job: dict[str, Any], request: dict[str, Any], where: str) -> None:
+    st.session_state.pop(f"{where}publish_review-{job['id']}", None)
+    try:
+        model = client.publish(str(job["id"]), request["name"], request["price"], request["description"])
+    except ApiError as exc:
+        session.show_error(exc, "The model was not published: ")
+    else:
+        st.success(
+            f"Published {model['name']} v{model['version']} at {fmt.credits(model['price_per_row'])} per row.",
+            icon=":material/storefront:",
+        )
+
+
+def schema_changes(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str]:
+    """What a buyer of the old inputs would notice in the new ones, one sentence each."""
+    before = {str(f.get("name")): f for f in old}
+    after = {str(f.get("name")): f for f in new}
+    changes = [f"Input `{n}` is new ({after[n].get('type')})" for n in after if n not in before]
+    changes += [f"Input `{n}` is gone" for n in before if n not in after]
+    changes += [
+        f"Input `{n}` changes from {before[n].get('type')} to {after[n].get('type')}"
+        for n in after
+        if n in before and before[n].get("type") != after[n].get("type")
+    ]
+    return changes
+
+
+def review_publishing(
+    client: ApiClient, job: dict[str, Any], report: dict[str, Any], request: dict[str, Any], where: str
+) -> None:
+    """The name is taken: say what a new version changes for buyers, and publish only once the author agrees."""
+    current = existing_model(client, request["name"]) or {}
+    version = int(current.get("version") or 0)
+    with st.container(border=True, key=f"{where}publish-review"):
+        st.warning(
+            f"**{request['name']}** is already in the catalog (v{version}). Publishing adds v{version + 1}, "
+            f"which buyers get by default; v{version} and earlier stay on sale and can still be chosen.",
+            icon=":material/difference:",
+        )
+        changes = schema_changes(list(current.get("input_schema") or []), list(report.get("features") or []))
+        old_price, new_price = int(current.get("price_per_row") or 0), int(request["price"])
+        if old_price != new_price:
+            changes.append(f"Price per row changes from {fmt.credits(old_price)} to {fmt.credits(new_price)}")
+        if current.get("task") and report.get("task") and current.get("task") != report.get("task"):
+            changes.append(f"Task changes from {current.get('task')} to {report.get('task')}")
+        if not request["description"] and current.get("description"):
+            request = {**request, "description": str(current["description"])}
+            changes.append("The description of the current version is kept (yours was empty)")
+        if changes:
+            st.markdown("**What changes for buyers:**\n" + "\n".join(f"- {c}" for c in changes))
+        else:
+            st.markdown("Same inputs, same price: only the model behind them changes.")
+        go, cancel = st.columns(2)
+        if go.button(
+            f"Publish as v{version + 1}", type="primary", icon=":material/publish:", key=f"{where}publish-confirm"
+        ):
+            publish(client, job, request, where)
+        if cancel.button("Cancel", key=f"{where}publish-cancel"):
+            st.session_state.pop(f"{where}publish_review-{job['id']}", None)
+            st.rerun()
 
 
 def csv_records(data: bytes) -> list[dict[str, Any]]:
@@ -289,11 +384,16 @@ def dataset_details(info: dict[str, Any]) -> None:
         classes = target.get("classes")
         if isinstance(classes, dict) and classes:
             counts = pd.DataFrame([{"class": str(k), "rows": int(v)} for k, v in classes.items()])
+            # Horizontal bars in one colour: long class names stay readable and no class looks like an alarm.
             st.altair_chart(
                 alt.Chart(counts)
-                .mark_bar()
-                .encode(x=alt.X("class:N", sort=None), y="rows:Q", tooltip=["class:N", "rows:Q"])
-                .properties(height=200),
+                .mark_bar(color="#4f46e5")
+                .encode(
+                    y=alt.Y("class:N", sort="-x", title=None, axis=alt.Axis(labelLimit=260)),
+                    x=alt.X("rows:Q", title="rows", axis=alt.Axis(tickMinStep=1)),
+                    tooltip=["class:N", "rows:Q"],
+                )
+                .properties(height=max(120, 34 * len(counts))),
                 width="stretch",
             )
         else:
@@ -357,7 +457,12 @@ def manage_dataset(client: ApiClient, by_id: dict[int, dict[str, Any]]) -> None:
                 "**Append rows**: a CSV file with the dataset's columns; they become a new version "
                 f"(at most {MAX_APPEND_BYTES // 2**20} MiB)."
             )
-            more = st.file_uploader("CSV file with more rows", type=["csv"], key="append_file")
+            more = st.file_uploader(
+                f"CSV file with more rows (at most {MAX_APPEND_BYTES // 2**20} MB)",
+                type=["csv"],
+                key="append_file",
+                max_upload_size=MAX_APPEND_BYTES // 2**20,
+            )
             if st.form_submit_button("Append rows", icon=":material/playlist_add:"):
                 if more is None:
                     st.error("Choose a CSV file first.")
@@ -432,32 +537,44 @@ def manage_job(client: ApiClient, by_id: dict[str, dict[str, Any]]) -> None:
         ):
             done(f"Training {short} is back.")
     else:
-        show_job(client, job, where="past_")
+        with st.empty().container(key=f"past-job-{job_id}"):
+            show_job(client, job, where="past_")
         st.subheader("Train it again")
         datasets = session.call(client.datasets)
+        by_dataset = {int(d["id"]): d for d in datasets}
+        options = list(by_dataset)
+        same = job.get("dataset_id")
+        st.caption(
+            f"The same algorithm ({job.get('algorithm')}) on the current version of a dataset; "
+            "the hyperparameters below are the ones of this training."
+        )
+        chosen_dataset = st.selectbox(
+            "Dataset",
+            options,
+            index=options.index(same) if same in options else 0,
+            format_func=lambda i: (
+                f"#{i} {by_dataset[i]['name']} v{by_dataset[i]['version']} · {by_dataset[i]['rows']:,} rows"
+            ),
+            key=f"retrain_dataset-{job_id}",
+        )
+        algorithms = session.call(client.algorithms)
+        price = next(
+            (int(a.get("price_per_1000_rows") or 0) for a in algorithms if a["name"] == job.get("algorithm")), 0
+        )
+        retrain_cost = (
+            fmt.training_cost(int(by_dataset[int(chosen_dataset)].get("rows") or 0), price)
+            if chosen_dataset is not None
+            else 0
+        )
         with st.form(f"retrain-{job_id}"):
-            by_dataset = {int(d["id"]): d for d in datasets}
-            options = list(by_dataset)
-            same = job.get("dataset_id")
-            st.caption(
-                f"The same algorithm ({job.get('algorithm')}) on the current version of a dataset; "
-                "the hyperparameters below are the ones of this training."
-            )
-            chosen_dataset = st.selectbox(
-                "Dataset",
-                options,
-                index=options.index(same) if same in options else 0,
-                format_func=lambda i: (
-                    f"#{i} {by_dataset[i]['name']} v{by_dataset[i]['version']} · {by_dataset[i]['rows']:,} rows"
-                ),
-                key=f"retrain_dataset-{job_id}",
-            )
             params = st.text_area(
                 "Hyperparameters (JSON)",
                 value=json.dumps(job.get("hyperparameters") or {}, indent=2),
                 key=f"retrain_params-{job_id}",
             )
-            if st.form_submit_button("Retrain", type="primary", icon=":material/replay:"):
+            if st.form_submit_button(
+                f"Pay {fmt.credits(retrain_cost)} and retrain", type="primary", icon=":material/replay:"
+            ):
                 try:
                     hyperparameters = json.loads(params or "{}")
                 except ValueError:
@@ -498,27 +615,72 @@ def manage_job(client: ApiClient, by_id: dict[str, dict[str, Any]]) -> None:
 datasets_tab, train_tab, jobs_tab, earnings_tab = st.tabs(["Datasets", "Train", "My trainings", "Models and earnings"])
 
 with datasets_tab:
-    with st.form("upload-dataset", clear_on_submit=False):
-        st.markdown("**Upload a dataset**: a UTF-8 CSV file with a header row and a column to predict.")
-        upload = st.file_uploader("CSV file", type=["csv"], key="dataset_file")
-        target = st.text_input("Column to predict", value="target", key="dataset_target")
+    with st.container(border=True):
+        st.markdown(
+            "**Add a dataset**: a CSV file with a header row; then choose the column the model should learn to predict."
+        )
+        upload = st.file_uploader(
+            f"CSV file (at most {MAX_DATASET_MB} MB)",
+            type=["csv"],
+            key="dataset_file",
+            max_upload_size=MAX_DATASET_MB,
+        )
+        header: list[str] = []
+        encoding: str | None = None
+        if upload is not None:
+            encoding, text = csv_check.decode(upload.getvalue(), st.session_state.get("dataset_encoding"))
+            if encoding is None or "dataset_encoding" in st.session_state:
+                if encoding is None:
+                    st.error(
+                        "This file is not UTF-8 text. If a spreadsheet saved it, pick the encoding it used:",
+                        icon=":material/error:",
+                    )
+                st.selectbox(
+                    "File encoding",
+                    list(csv_check.ENCODINGS),
+                    index=None,
+                    placeholder="Choose an encoding",
+                    format_func=csv_check.ENCODINGS.get,
+                    key="dataset_encoding",
+                )
+            if encoding is not None:
+                first = next(csv.reader(io.StringIO(text)), [])
+                header = [h.strip() for h in first if h.strip()]
+                if not header:
+                    st.error("The file is empty.", icon=":material/error:")
+        target = None
+        if header:
+            default = header.index("target") if "target" in header else len(header) - 1
+            target = st.selectbox(
+                "Column to predict",
+                header,
+                index=default,
+                key=f"dataset_target-{upload.name if upload else ''}",
+                help="The other columns become the model's inputs.",
+            )
         dataset_name = st.text_input("Name (optional)", key="dataset_name")
-        if st.form_submit_button("Upload", type="primary", icon=":material/upload:"):
-            if upload is None:
-                st.error("Choose a CSV file first.")
+        if (
+            st.button(
+                "Add this dataset",
+                type="primary",
+                icon=":material/library_add:",
+                disabled=upload is None or target is None,
+                key="dataset_add",
+            )
+            and upload is not None
+            and encoding is not None
+        ):
+            data = upload.getvalue() if encoding == "utf-8" else text.encode("utf-8")
+            try:
+                created = client.upload_dataset(upload.name, data, target, dataset_name.strip() or None)
+            except ApiError as exc:
+                session.show_error(exc, "The dataset was not accepted: ")
             else:
-                try:
-                    created = client.upload_dataset(
-                        upload.name, upload.getvalue(), target.strip() or None, dataset_name.strip() or None
-                    )
-                except ApiError as exc:
-                    session.show_error(exc, "The dataset was not accepted: ")
-                else:
-                    st.success(
-                        f"Dataset {created['name']} stored: {created['rows']:,} rows, "
-                        f"{len(created['columns'])} columns, a {created['task']} task on {created['target']!r}.",
-                        icon=":material/check_circle:",
-                    )
+                st.success(
+                    f"Dataset {created['name']} stored: {created['rows']:,} rows, "
+                    f"{len(created['columns'])} columns, a {created['task']} task on {created['target']!r}.",
+                    icon=":material/check_circle:",
+                )
     all_datasets = session.call(lambda: client.datasets(include_deleted=True))
     if all_datasets:
         st.dataframe(
@@ -581,7 +743,7 @@ with train_tab:
                 if by_name[algorithm].get("shardable"):
                     shards = int(
                         st.number_input(
-                            "Shards",
+                            "Shards (parts trained at once)",
                             min_value=1,
                             max_value=8,
                             value=1,
@@ -591,7 +753,31 @@ with train_tab:
                             key=f"train_shards-{algorithm}",
                         )
                     )
-                if st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:"):
+                    st.caption(
+                        "1 trains on one worker. 2 to 8 split the training rows into that many parts, trained by "
+                        "several workers at the same time and merged into one model; the price stays the same."
+                    )
+                price = int(by_name[algorithm].get("price_per_1000_rows") or 0)
+                rows = int(dataset.get("rows") or 0)
+                cost = fmt.training_cost(rows, price)
+                balance = int(session.call(client.wallet)["balance"])
+                st.markdown(
+                    f"**Cost: {fmt.credits(cost)}** ({rows:,} rows at {fmt.credits(price)} per started 1,000 rows)"
+                    f" · your balance: {fmt.credits(balance)}"
+                )
+                short = balance < cost
+                if short:
+                    st.warning(
+                        f"Your balance is {fmt.credits(cost - balance)} short of this training. Top up first.",
+                        icon=":material/account_balance_wallet:",
+                    )
+                if st.form_submit_button(
+                    f"Pay {fmt.credits(cost)} and start training",
+                    type="primary",
+                    icon=":material/play_arrow:",
+                    disabled=short,
+                ):
+                    st.session_state.pop(CURRENT_JOB, None)  # a new training replaces the last one on screen
                     try:
                         job = client.start_training(
                             {
@@ -609,9 +795,11 @@ with train_tab:
                         st.rerun()  # so every balance on screen shows the charge
         current = st.session_state.get(CURRENT_JOB)
         if isinstance(current, dict):
-            st.divider()
-            st.session_state[CURRENT_JOB] = current = follow(client, current)
-            show_job(client, current)
+            # A fresh placeholder first: no status, shard table or score of an earlier job stays under this one.
+            with st.empty().container(key=f"job-{current.get('id')}"):
+                st.divider()
+                st.session_state[CURRENT_JOB] = current = follow(client, current)
+                show_job(client, current)
 
 with jobs_tab:
     jobs = session.call(lambda: client.training_jobs(include_deleted=True))
@@ -642,7 +830,7 @@ with jobs_tab:
         manage_job(client, {str(j["id"]): j for j in jobs})
 
 with earnings_tab:
-    mine = [m for m in session.call(client.models) if m.get("owner") == user.get("email")]
+    mine = [m for m in session.call(client.models) if fmt.is_mine(m, user)]
     payouts = [e for e in session.call(lambda: client.ledger(limit=500)) if e.get("kind") == "payout"]
     stats = st.columns(3)
     stats[0].metric("Published models", len(mine), border=True)

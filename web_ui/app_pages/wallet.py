@@ -12,6 +12,7 @@ import streamlit as st
 from web_ui.utils import formatting as fmt
 from web_ui.utils import session
 from web_ui.utils.api import ApiError
+from web_ui.utils.formatting import amount_problem
 
 MAX_TOP_UP = 1_000_000
 LEDGER_LIMIT = 500
@@ -23,23 +24,31 @@ st.title(":material/account_balance_wallet: Wallet")
 left, right = st.columns([1, 2], gap="large")
 balance_slot = left.empty()
 
-with left, st.form("top-up", clear_on_submit=False):
+with left, st.container(border=True):
+    # No form: Enter in the field only confirms the number, and only the button pays, once per click.
     st.markdown("**Top up**")
-    amount = st.number_input(
-        "Credits to add", min_value=1, max_value=MAX_TOP_UP, value=100, step=10, key="top_up_amount"
-    )
-    if st.form_submit_button("Add credits", type="primary", icon=":material/add_card:"):
+    amount = st.number_input("Credits to add", value=100, step=10, key="top_up_amount")
+    problem = amount_problem(amount, MAX_TOP_UP)
+    if problem:
+        st.error(problem, icon=":material/error:")
+    wanted = int(amount) if problem is None else 0
+    if st.button(
+        f"Add {fmt.credits(wanted)}" if problem is None else "Add credits",
+        type="primary",
+        icon=":material/add_card:",
+        disabled=problem is not None,
+        key="top_up_button",
+    ):
         # A fresh key per click: a retried request of this click credits once, a second click credits again.
         try:
-            result = client.top_up(int(amount), idempotency_key=str(uuid.uuid4()))
+            result = client.top_up(wanted, idempotency_key=str(uuid.uuid4()))
         except ApiError as exc:
             session.show_error(exc, "The top-up did not go through: ")
         else:
-            st.session_state[TOPPED_UP] = (
-                f"Added {fmt.credits(int(amount))}. New balance: {fmt.credits(result['balance'])}."
-            )
+            st.session_state[TOPPED_UP] = f"Added {fmt.credits(wanted)}. New balance: {fmt.credits(result['balance'])}."
             st.rerun()  # so every balance on screen shows the top-up
     if TOPPED_UP in st.session_state:
+        # Shown once: the next thing the person does clears it.
         st.success(str(st.session_state.pop(TOPPED_UP)), icon=":material/check_circle:")
 
 wallet = session.call(client.wallet)
@@ -49,7 +58,7 @@ history = pd.DataFrame(
     [
         {
             "time": fmt.parse_time(e.get("created_at")),
-            "what": fmt.ENTRY_KINDS.get(str(e.get("kind")), str(e.get("kind"))),
+            "what": fmt.entry_label(e),
             "amount": e.get("amount"),
             "balance after": e.get("balance_after"),
             "memo": e.get("memo") or "",

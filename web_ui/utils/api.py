@@ -281,6 +281,17 @@ class ApiClient:
     def queues(self) -> dict[str, Any]:
         return dict(self._json("GET", "/admin/queues"))
 
+    # -- API keys ---------------------------------------------------------------------------------
+
+    def api_keys(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/api-keys"))
+
+    def create_api_key(self, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._json("POST", "/api-keys", json=body))
+
+    def revoke_api_key(self, key_id: int) -> None:
+        self.request("DELETE", f"/api-keys/{key_id}")
+
     # -- admin ------------------------------------------------------------------------------------
 
     def admin_users(self, limit: int = 500, offset: int = 0) -> list[dict[str, Any]]:

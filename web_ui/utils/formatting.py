@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +22,25 @@ ENTRY_KINDS = {
     "fee": "Platform fee",
     "admin_credit": "Credit from an admin",
 }
+
+
+def entry_label(entry: dict[str, Any]) -> str:
+    """What a ledger entry paid for, in words: a training's charge is not a prediction's."""
+    kind = str(entry.get("kind"))
+    memo = str(entry.get("memo") or "").lower()
+    training = memo.startswith("training")
+    if kind == "charge":
+        return "Training charge" if training else "Prediction charge"
+    if kind == "refund":
+        return "Training refund" if training else "Prediction refund"
+    return ENTRY_KINDS.get(kind, kind)
+
+
+def training_cost(rows: int, price_per_1000_rows: int) -> int:
+    """What the API charges to train on ``rows`` rows: the price per started 1,000 rows, at least one block."""
+    return max(1, math.ceil(rows / 1000)) * price_per_1000_rows
+
+
 TASK_LABELS = {"regression": "Regression", "classification": "Classification"}
 
 
@@ -74,3 +95,50 @@ def metrics_text(metrics: dict[str, Any] | None) -> str:
         elif isinstance(value, int | str):
             parts.append(f"{label} {value}")
     return " · ".join(parts)
+
+
+def amount_problem(amount: float | None, maximum: int) -> str | None:
+    """Why a number of credits cannot be used (None when it can), in words shown next to the field."""
+    if amount is None:
+        return "Enter a number of credits."
+    if amount != int(amount):
+        return "Credits are whole numbers."
+    if amount < 1:
+        return f"Enter at least 1 credit ({int(amount):,} cannot be added)."
+    if amount > maximum:
+        return f"At most {maximum:,} credits at a time."
+    return None
+
+
+_SCRATCH_NAME = re.compile(r"^(test|tmp|temp|scratch|demo-test)([-_.]|$)|[-_.](test|tmp)$", re.IGNORECASE)
+
+
+def author(model: dict[str, Any]) -> str:
+    """The name a model's author shows to the public; never their email address."""
+    name = model.get("author_name")
+    if name:
+        return str(name)
+    owner = str(model.get("owner") or "")
+    return owner if owner and "@" not in owner else "an mlmarket author"
+
+
+def is_mine(model: dict[str, Any], user: dict[str, Any]) -> bool:
+    """Whether ``user`` published ``model`` (by id; by email only from an API that does not send the id)."""
+    if "author_id" in model:
+        return model.get("author_id") == user.get("id")
+    return bool(model.get("owner")) and model.get("owner") == user.get("email")
+
+
+def recommended(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The catalog as a buyer should meet it: described, scored models first; scratch and test models last."""
+
+    def rank(model: dict[str, Any]) -> tuple[int, int, int, str]:
+        name = str(model.get("name") or "")
+        return (
+            1 if _SCRATCH_NAME.search(name) else 0,
+            0 if str(model.get("description") or "").strip() else 1,
+            0 if model.get("metrics") else 1,
+            name,
+        )
+
+    return sorted(models, key=rank)

@@ -96,11 +96,16 @@ def _chart(frame: pd.DataFrame) -> None:
         )
     else:
         counts = predictions.astype(str).value_counts().rename_axis("prediction").reset_index(name="rows")
+        # Horizontal bars in one colour: class names stay readable, and no class looks like an alarm.
         chart = (
             alt.Chart(counts)
-            .mark_bar()
-            .encode(x=alt.X("prediction:N", sort="-y"), y="rows:Q", color=alt.Color("prediction:N", legend=None))
-            .properties(title="Predicted classes", height=240)
+            .mark_bar(color="#4f46e5")
+            .encode(
+                y=alt.Y("prediction:N", sort="-x", title=None, axis=alt.Axis(labelLimit=240)),
+                x=alt.X("rows:Q", title="rows", axis=alt.Axis(tickMinStep=1)),
+                tooltip=["prediction:N", "rows:Q"],
+            )
+            .properties(title="Predicted classes", height=max(120, 36 * len(counts)))
         )
     st.altair_chart(chart, width="stretch")
 
@@ -122,7 +127,9 @@ def _predicted(frame: pd.DataFrame) -> pd.DataFrame:
             plain[name] = column.to_numpy(dtype="float64", na_value=float("nan"))
         else:
             plain[name] = column.to_numpy(dtype=object, na_value=None)
-    return pd.DataFrame(plain, columns=list(frame.columns))
+    # The answer first: on a wide model the prediction would otherwise sit far to the right, off-screen.
+    first = [c for c in ("row", "prediction") if c in frame.columns]
+    return pd.DataFrame(plain, columns=first + [c for c in frame.columns if c not in first])
 
 
 def results(client: ApiClient, task: dict[str, Any]) -> None:
@@ -144,8 +151,17 @@ def results(client: ApiClient, task: dict[str, Any]) -> None:
             value = frame["prediction"].iloc[0]
             shown = f"{value:.4g}" if isinstance(value, float) else str(value)
             st.metric("Prediction", shown)
-        st.dataframe(frame, hide_index=True, width="stretch")
+        st.dataframe(
+            frame,
+            hide_index=True,
+            width="stretch",
+            column_config={"prediction": st.column_config.Column("prediction", pinned=True)},
+        )
         _chart(frame)
+    st.caption(
+        "The CSV lists every row you sent in order, with its `status` (ok or rejected) and, "
+        "for a rejected row, the `error` that says why."
+    )
     st.download_button(
         "Download the results (CSV)",
         data=data,

@@ -1,11 +1,16 @@
 """What the chart does on a real cluster, beyond rendering valid objects: the web UI keeps its
-Streamlit sessions, every component that uses S3 gets its cloud identity and can reach it, the API
-keeps serving through a broker restart and a node drain, and OpenShift assigns the uids.
+Streamlit sessions and its sign-in cookies, every component that uses S3 gets its cloud identity
+and can reach it, the API keeps serving through a broker restart and a node drain, and OpenShift
+assigns the uids.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import yaml
@@ -72,6 +77,172 @@ def test_more_web_ui_replicas_keep_each_browser_on_its_pod(manifests: Load) -> N
     # Behind an ingress controller the Service's affinity is bypassed: the README gives the cookie settings.
     assert "nginx.ingress.kubernetes.io/affinity: cookie" in README
     assert "webui.service.sessionAffinity=ClientIP" in README
+
+
+# --- web UI: the key that signs the sign-in cookie -----------------------------------------------
+
+COOKIE_KEY = "MLMARKET_UI_COOKIE_SECRET"
+SECRET_KEY_FIELDS = ("MLMARKET_SECRET_KEY", "MLMARKET_DATABASE_URL", "MLMARKET_BROKER_URL")
+AFFINITY = "webui.service.sessionAffinity=ClientIP"
+
+
+def secret_values(docs: list[Manifest], name: str) -> dict[str, str]:
+    return {k: base64.b64decode(v).decode() for k, v in named(docs, "Secret", name)["data"].items()}
+
+
+def environment(docs: list[Manifest], container: Manifest) -> dict[str, str]:
+    """What a container's environment holds from the chart's own Secrets and ConfigMap ('?' for a key of
+    a Secret the operator made, whose value is not known here)."""
+    env: dict[str, str] = {}
+    rendered = {d["metadata"]["name"] for d in by_kind(docs, "Secret")}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            env.update(named(docs, "ConfigMap", source["configMapRef"]["name"])["data"])
+        elif source["secretRef"]["name"] in rendered:
+            env.update(secret_values(docs, source["secretRef"]["name"]))
+    for item in container.get("env", []):
+        ref = item.get("valueFrom", {}).get("secretKeyRef")
+        if ref is None:
+            env[item["name"]] = str(item.get("value", ""))
+        elif ref["name"] in rendered:
+            env[item["name"]] = secret_values(docs, ref["name"])[ref["key"]]
+        else:
+            env[item["name"]] = "?"
+    return env
+
+
+def cookie_secret_refs(container: Manifest) -> list[Manifest]:
+    return [
+        item["valueFrom"]["secretKeyRef"]
+        for item in container.get("env", [])
+        if item["name"] == COOKIE_KEY and "secretKeyRef" in item.get("valueFrom", {})
+    ]
+
+
+def test_the_ui_cookie_secret_reaches_the_web_ui_and_no_other_pod(
+    manifests: Load, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = manifests(PRODUCTION)
+    configured = yaml.safe_load(PRODUCTION.read_text())["secrets"]["uiCookieSecret"]
+    webui = container_of(docs, "webui")
+    env = environment(docs, webui)
+    assert env[COOKIE_KEY] == configured
+    # One key by secretKeyRef, never the mlmarket Secret whole: the UI never holds the API's secret key.
+    assert not [s for s in webui.get("envFrom", []) if "secretRef" in s]
+    assert not set(SECRET_KEY_FIELDS) & set(env)
+    # The UI signs its cookie with that key, so a cookie outlives the pod that signed it.
+    from web_ui.utils import browser_session
+
+    monkeypatch.setenv(COOKIE_KEY, env[COOKIE_KEY])
+    cookie = browser_session.sign("a-token")
+    body, _, mac = cookie.rpartition(".")
+    assert mac == hmac.new(configured.encode(), body.encode(), hashlib.sha256).hexdigest()
+    assert browser_session.verify(cookie) == "a-token"
+    # The API, the workers, the migrations and the helm test pod neither get it nor can read its Secret.
+    others = [(w, spec) for w, spec in pod_specs(docs) if w != f"Deployment/{FULLNAME}-webui"]
+    assert len(others) >= 4
+    for workload, spec in others:
+        for container in [*spec.get("initContainers", []), *spec["containers"]]:
+            assert COOKIE_KEY not in environment(docs, container), workload
+            assert configured not in yaml.safe_dump(container), workload
+            refs = [s["secretRef"]["name"] for s in container.get("envFrom", []) if "secretRef" in s]
+            assert f"{FULLNAME}-webui" not in refs, workload
+    assert COOKIE_KEY not in secret_values(docs, FULLNAME)
+
+
+def test_without_a_cookie_secret_the_single_web_ui_pod_signs_with_its_own_key(manifests: Load) -> None:
+    for values in (MINIMAL, PRODUCTION):
+        docs = manifests(values, sets=("secrets.uiCookieSecret=",))
+        assert not cookie_secret_refs(container_of(docs, "webui"))
+        assert f"{FULLNAME}-webui" not in {d["metadata"]["name"] for d in by_kind(docs, "Secret")}
+
+
+def test_the_ui_cookie_secret_can_come_from_an_existing_secret(manifests: Load) -> None:
+    docs = manifests(OPENSHIFT)  # two UI replicas reading the operator's Secret
+    assert cookie_secret_refs(container_of(docs, "webui")) == [{"name": "mlmarket-secrets", "key": COOKIE_KEY}]
+    assert not by_kind(docs, "Secret")
+
+
+def test_changing_the_ui_cookie_secret_rolls_the_web_ui_and_leaves_the_api_running(manifests: Load) -> None:
+    def pod_annotations(docs: list[Manifest], component: str) -> dict[str, str]:
+        deployment = named(docs, "Deployment", f"{FULLNAME}-{component}")
+        return dict(deployment["spec"]["template"]["metadata"].get("annotations") or {})
+
+    before = manifests(PRODUCTION)
+    after = manifests(PRODUCTION, sets=("secrets.uiCookieSecret=" + "b" * 40,))
+    assert pod_annotations(before, "webui") != pod_annotations(after, "webui")
+    for component in ("app", "worker"):
+        assert pod_annotations(before, component) == pod_annotations(after, component)
+
+
+@pytest.mark.parametrize(
+    ("values", "sets"),
+    [
+        (MINIMAL, ("webui.replicaCount=2", AFFINITY)),
+        (MINIMAL, ("webui.autoscaling.enabled=true", AFFINITY)),
+        (PRODUCTION, ("webui.replicaCount=3", AFFINITY, "secrets.uiCookieSecret=")),
+    ],
+    ids=["replicas", "autoscaling", "production-replicas"],
+)
+def test_more_web_ui_replicas_without_a_shared_cookie_secret_fail_the_render(
+    render: Callable[..., str], manifests: Load, values: Path, sets: tuple[str, ...]
+) -> None:
+    with pytest.raises(RenderError, match=r"more than one web UI replica needs a shared cookie secret") as failure:
+        render(values, sets=sets)
+    assert "secrets.uiCookieSecret" in str(failure.value)
+    assert "secrets.existingSecretHasUiCookieSecret=true" in str(failure.value)
+    # With the key the same values install, every replica reading the same Secret.
+    fixed = (
+        ("secrets.existingSecretHasUiCookieSecret=true",)
+        if values == MINIMAL
+        else (f"secrets.uiCookieSecret={'c' * 40}",)
+    )
+    docs = manifests(values, sets=(*sets, *fixed))
+    assert len(cookie_secret_refs(container_of(docs, "webui"))) == 1
+
+
+@pytest.mark.parametrize(
+    ("values", "sets", "message"),
+    [
+        (
+            MINIMAL,
+            ("secrets.uiCookieSecret=" + "a" * 40,),
+            r"secrets\.uiCookieSecret is ignored with secrets\.existingSecret: put the key MLMARKET_UI_COOKIE_SECRET",
+        ),
+        (
+            PRODUCTION,
+            ("secrets.existingSecretHasUiCookieSecret=true",),
+            r"secrets\.existingSecretHasUiCookieSecret is true but secrets\.existingSecret is empty",
+        ),
+        (PRODUCTION, ("secrets.uiCookieSecret=short",), r"secrets\.uiCookieSecret must be at least 32 characters"),
+        (
+            MINIMAL,
+            ("webui.extraEnv[0].name=MLMARKET_UI_COOKIE_SECRET", "webui.extraEnv[0].value=plain"),
+            r"webui\.extraEnv\.MLMARKET_UI_COOKIE_SECRET would put a secret in the Deployment",
+        ),
+        (
+            MINIMAL,
+            ("config.extraEnv.MLMARKET_UI_COOKIE_SECRET=plain",),
+            r"config\.extraEnv\.MLMARKET_UI_COOKIE_SECRET would put a secret in a ConfigMap",
+        ),
+    ],
+    ids=["value-beside-existing-secret", "flag-alone", "weak", "plain-extra-env", "config-map"],
+)
+def test_a_ui_cookie_secret_the_web_ui_would_not_get_safely_fails_the_render(
+    render: Callable[..., str], values: Path, sets: tuple[str, ...], message: str
+) -> None:
+    with pytest.raises(RenderError, match=message):
+        render(values, sets=sets)
+
+
+def test_a_ui_cookie_secret_from_a_secret_of_ones_own_is_accepted(manifests: Load) -> None:
+    own = (
+        "webui.extraEnv[0].name=MLMARKET_UI_COOKIE_SECRET",
+        "webui.extraEnv[0].valueFrom.secretKeyRef.name=ui-cookie",
+        "webui.extraEnv[0].valueFrom.secretKeyRef.key=secret",
+    )
+    docs = manifests(MINIMAL, sets=(*own, "webui.replicaCount=2", AFFINITY))
+    assert cookie_secret_refs(container_of(docs, "webui")) == [{"name": "ui-cookie", "key": "secret"}]
 
 
 # --- S3 identity and reach ------------------------------------------------------------------------

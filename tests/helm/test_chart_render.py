@@ -326,6 +326,7 @@ def test_default_autoscaling_bounds_are_the_documented_ones() -> None:
             "webui.autoscaling.enabled=true",
             "webui.autoscaling.targetCPUUtilizationPercentage=60",
             "webui.service.sessionAffinity=ClientIP",
+            "secrets.existingSecretHasUiCookieSecret=true",
         ),
     ],
     ids=["defaults", "overridden"],
@@ -541,8 +542,11 @@ def test_the_secret_key_is_the_same_on_every_render(helm: Callable[..., Any], ma
     keys = {
         doc["metadata"]["name"]: base64.b64decode(doc["data"]["MLMARKET_SECRET_KEY"]).decode()
         for doc in by_kind(docs, "Secret")
+        if doc["metadata"]["name"] != f"{FULLNAME}-webui"
     }
     assert set(keys) == {FULLNAME, f"{FULLNAME}-migrate"}
+    # The web UI's Secret holds its cookie key alone, never the API's secret key.
+    assert set(named(docs, "Secret", f"{FULLNAME}-webui")["data"]) == {"MLMARKET_UI_COOKIE_SECRET"}
     assert set(keys.values()) == {yaml.safe_load(PRODUCTION.read_text())["secrets"]["secretKey"]}
     # No template asks the cluster (lookup) or the dice (rand*) for a value.
     for template in (CHART / "templates").rglob("*"):

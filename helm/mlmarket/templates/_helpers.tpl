@@ -144,6 +144,26 @@ true
 {{- end -}}
 {{- end -}}
 
+{{/*
+Name of the Secret holding the web UI's MLMARKET_UI_COOKIE_SECRET, else empty (the UI then signs
+its cookie with Streamlit's per-process secret). The chart's own copy lives in a Secret of its own,
+<fullname>-webui, so that the API and the workers, which read the whole mlmarket Secret, never get it.
+*/}}
+{{- define "mlmarket.uiCookieSecretName" -}}
+{{- if .Values.secrets.existingSecret -}}
+{{- if .Values.secrets.existingSecretHasUiCookieSecret }}{{ .Values.secrets.existingSecret }}{{ end -}}
+{{- else if .Values.secrets.uiCookieSecret -}}
+{{- include "mlmarket.componentName" (dict "ctx" . "component" "webui") -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when webui.extraEnv sets MLMARKET_UI_COOKIE_SECRET itself, else empty */}}
+{{- define "mlmarket.uiCookieSecretInExtraEnv" -}}
+{{- range .Values.webui.extraEnv -}}
+{{- if eq (toString .name) "MLMARKET_UI_COOKIE_SECRET" }}true{{ end -}}
+{{- end -}}
+{{- end -}}
+
 {{/* "true" when the API serves /docs, /redoc and /openapi.json (MLMARKET_DOCS_ENABLED, else off in production) */}}
 {{- define "mlmarket.docsOn" -}}
 {{- if kindIs "bool" .Values.config.docsEnabled -}}
@@ -236,14 +256,25 @@ checksum/secret: {{ include "mlmarket.secretData" . | sha256sum }}
 {{- if $secrets.existingSecretHasMetricsToken -}}
 {{- $errors = append $errors "secrets.existingSecretHasMetricsToken is true but secrets.existingSecret is empty: set secrets.metricsToken instead" -}}
 {{- end -}}
-{{- else if $secrets.metricsToken -}}
+{{- if $secrets.existingSecretHasUiCookieSecret -}}
+{{- $errors = append $errors "secrets.existingSecretHasUiCookieSecret is true but secrets.existingSecret is empty: set secrets.uiCookieSecret instead" -}}
+{{- end -}}
+{{- if and $secrets.uiCookieSecret (eq .Values.config.env "production") (lt (len $secrets.uiCookieSecret) 32) -}}
+{{- $errors = append $errors "secrets.uiCookieSecret must be at least 32 characters in production (e.g. `openssl rand -hex 32`)" -}}
+{{- end -}}
+{{- else -}}
+{{- if $secrets.metricsToken -}}
 {{- $errors = append $errors "secrets.metricsToken is ignored with secrets.existingSecret: put the key MLMARKET_METRICS_TOKEN in that Secret and set secrets.existingSecretHasMetricsToken=true" -}}
+{{- end -}}
+{{- if $secrets.uiCookieSecret -}}
+{{- $errors = append $errors "secrets.uiCookieSecret is ignored with secrets.existingSecret: put the key MLMARKET_UI_COOKIE_SECRET in that Secret and set secrets.existingSecretHasUiCookieSecret=true" -}}
+{{- end -}}
 {{- end -}}
 {{- if not .Values.config.s3.bucket -}}
 {{- $errors = append $errors "config.s3.bucket is empty: the API and the workers share model artifacts through this S3 bucket (it must exist)" -}}
 {{- end -}}
 {{- range $key, $_ := .Values.config.extraEnv -}}
-{{- if has $key (list "MLMARKET_SECRET_KEY" "MLMARKET_DATABASE_URL" "MLMARKET_BROKER_URL" "MLMARKET_S3_ACCESS_KEY_ID" "MLMARKET_S3_SECRET_ACCESS_KEY" "MLMARKET_METRICS_TOKEN") -}}
+{{- if has $key (list "MLMARKET_SECRET_KEY" "MLMARKET_DATABASE_URL" "MLMARKET_BROKER_URL" "MLMARKET_S3_ACCESS_KEY_ID" "MLMARKET_S3_SECRET_ACCESS_KEY" "MLMARKET_METRICS_TOKEN" "MLMARKET_UI_COOKIE_SECRET") -}}
 {{- $errors = append $errors (printf "config.extraEnv.%s would put a secret in a ConfigMap: use secrets.* or secrets.existingSecret" $key) -}}
 {{- end -}}
 {{- end -}}
@@ -278,6 +309,21 @@ checksum/secret: {{ include "mlmarket.secretData" . | sha256sum }}
 {{- $webui := .Values.webui -}}
 {{- if and $webui.enabled (or $webui.autoscaling.enabled (gt (int $webui.replicaCount) 1)) (ne $webui.service.sessionAffinity "ClientIP") -}}
 {{- $errors = append $errors "more than one web UI replica needs session affinity (a Streamlit session and its uploads live in one pod): set webui.service.sessionAffinity=ClientIP and cookie affinity on the Ingress (see the chart README), or keep webui.replicaCount=1 with webui.autoscaling.enabled=false" -}}
+{{- end -}}
+{{- $uiCookieSecret := include "mlmarket.uiCookieSecretName" . -}}
+{{- $uiCookieSecretInExtraEnv := include "mlmarket.uiCookieSecretInExtraEnv" . -}}
+{{- if $webui.enabled -}}
+{{- range $webui.extraEnv -}}
+{{- if and (eq (toString .name) "MLMARKET_UI_COOKIE_SECRET") (hasKey . "value") -}}
+{{- $errors = append $errors "webui.extraEnv.MLMARKET_UI_COOKIE_SECRET would put a secret in the Deployment: set secrets.uiCookieSecret, or secrets.existingSecretHasUiCookieSecret=true with the key in secrets.existingSecret" -}}
+{{- end -}}
+{{- end -}}
+{{- if and $uiCookieSecret $uiCookieSecretInExtraEnv -}}
+{{- $errors = append $errors "webui.extraEnv sets MLMARKET_UI_COOKIE_SECRET, which the chart already gives the web UI from its Secret: remove one of the two" -}}
+{{- end -}}
+{{- if and (or $webui.autoscaling.enabled (gt (int $webui.replicaCount) 1)) (not $uiCookieSecret) (not $uiCookieSecretInExtraEnv) -}}
+{{- $errors = append $errors "more than one web UI replica needs a shared cookie secret (each pod would otherwise sign its sign-in cookie with its own key, and a browser that reaches another pod is signed out): set secrets.uiCookieSecret (e.g. `openssl rand -hex 32`), or put the key MLMARKET_UI_COOKIE_SECRET in secrets.existingSecret and set secrets.existingSecretHasUiCookieSecret=true" -}}
+{{- end -}}
 {{- end -}}
 {{- range $component := list "app" "worker" "webui" -}}
 {{- $autoscaling := (index $.Values $component).autoscaling -}}

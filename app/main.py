@@ -17,22 +17,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlmodel import Session
 
 from app import __version__
+from app.api.errors import install_error_handlers
+from app.api.metrics import MetricsMiddleware
+from app.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware, SecurityHeadersMiddleware
 from app.api.router import api_router
 from app.api.routes import health, inference
+from app.api.text_guard import UnstorableTextMiddleware
 from app.core import metrics as metrics_
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine, read_session
 from app.core.errors import Unauthorized
-from app.core.handlers import (
-    BodySizeLimitMiddleware,
-    RequestIdMiddleware,
-    SecurityHeadersMiddleware,
-    UnstorableTextMiddleware,
-    install_error_handlers,
-)
-from app.core.metrics import MetricsMiddleware
 from app.core.notify import CATALOG_CHANNEL, OUTBOX_CHANNEL, TASKS_CHANNEL, Listener
-from app.queue.base import PREDICT_QUEUE, TRAIN_QUEUE, dead_queue, make_broker
+from app.queue.base import PREDICT_QUEUE, TRAIN_QUEUE, WEBHOOK_QUEUE, dead_queue
+from app.queue.factory import make_broker
 from app.runtime.cache import ModelCache
 from app.services import catalog, ledger, predictions, webhooks
 from app.services.dataplane import DataPlane
@@ -60,6 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stale_seconds=settings.task_stale_seconds,
         training_stale_seconds=settings.training_stale_seconds,
         training_sweep_seconds=settings.training_sweep_seconds,
+        # A pending webhook event with no attempt for longer than any retry wait lost its message.
+        webhook_stale_seconds=2 * settings.webhook_retry_max_seconds + 60,
     )
     # One model cache per process, shared by the synchronous inference path and an in-process worker.
     model_cache = ModelCache(store, settings.model_cache_max_models, settings.model_cache_max_bytes)
@@ -268,7 +267,7 @@ async def _requeue_open_tasks(app: FastAPI) -> None:
     for task_id in task_ids:
         await app.state.broker.publish(PREDICT_QUEUE, {"task_id": task_id}, message_id=task_id)
     for message in await asyncio.to_thread(_pending_webhooks, app):
-        await app.state.broker.publish(webhooks.WEBHOOK_QUEUE, message, message_id=message["task_id"])
+        await app.state.broker.publish(WEBHOOK_QUEUE, message, message_id=message["task_id"])
 
 
 def _pending_webhooks(app: FastAPI) -> list[dict[str, Any]]:

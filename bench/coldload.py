@@ -35,10 +35,10 @@ from sqlmodel import Session
 from app.core.config import Settings
 from app.core.db import make_engine
 from app.runtime.cache import ModelCache
-from app.services import catalog, oip
+from app.services import catalog, oip_columns
 from app.services.dataplane import ServedModel, load_predictor
 from app.store.base import ArtifactRef
-from app.store.dvc_store import S3RemoteStore
+from app.store.remotes import S3RemoteStore
 from bench.server import HOST, _die_with_parent, free_port
 from bench.workload import MODEL_NAME, Workload, prepare_database
 
@@ -205,7 +205,7 @@ def measure(workload: Workload, tmp: Path, repeats: int) -> dict[str, Any]:
             if fetch is None or cache.misses != 1:
                 raise RuntimeError("the model was not fetched from S3 on a cold load")
             rows = workload.rows[:1]
-            predicted = predictor.predict_columns(oip.columns_of_rows(rows, served.features), len(rows))
+            predicted = predictor.predict_columns(oip_columns.columns_of_rows(rows, served.features), len(rows))
             if not math.isclose(float(predicted[0]), expected, rel_tol=1e-6, abs_tol=1e-6):
                 raise RuntimeError(f"the loaded model predicted {predicted[0]!r}, the pipeline {expected!r}")
             with tempfile.TemporaryDirectory(dir=tmp) as bare_dir:

@@ -15,8 +15,9 @@ from app import migrations
 from app.core.config import Settings
 from app.core.db import make_engine
 from app.models.catalog import ModelTask
-from app.runtime.training import TrainResult, demo_models, train
-from app.services.demo import publish_trained
+from app.runtime.evaluation import TrainResult
+from app.runtime.training import train
+from app.services.demo import demo_models, publish_trained
 from app.store import make_store
 
 MODEL_NAME = "bench-diabetes-forest"

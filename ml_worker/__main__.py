@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from app.core.config import Settings
 from app.core.db import make_engine
 from app.core.logging import configure_logging
-from app.queue.base import PREDICT_QUEUE, TRAIN_QUEUE, make_broker
+from app.queue.base import PREDICT_QUEUE, TRAIN_QUEUE
+from app.queue.factory import make_broker
 from app.runtime.cache import ModelCache
 from app.store import make_store
 from ml_worker.health import WorkerState, start_health_server

@@ -24,12 +24,13 @@ from sqlmodel import Session
 
 from app.core.config import Settings
 from app.core.errors import Unprocessable
+from app.models.dataset import DatasetVersion
 from app.models.task import TaskStatus
-from app.models.training import DatasetVersion, TrainingJob
+from app.models.training import TrainingJob
 from app.queue.base import TRAIN_QUEUE, Broker, ConsumerOptions, Delivery
 from app.runtime.algorithms import Task
 from app.runtime.dataset import parse_csv
-from app.services import compiling, datasets, training
+from app.services import compiling, datasets, training, training_leases, training_shards
 from app.store import gc
 from app.store.base import ArtifactRef, ArtifactStore
 from app.store.dvc_store import DvcStore
@@ -39,7 +40,7 @@ from ml_worker.heartbeat import LeaseKeeper
 if TYPE_CHECKING:
     import pandas as pd
 
-    from app.runtime.training import TrainResult
+    from app.runtime.evaluation import TrainResult
 
 log = logging.getLogger("mlmarket.worker")
 
@@ -60,7 +61,7 @@ class TrainingWorker:
 
     def _progress(self, job_id: str, percent: int, stage: str) -> None:
         with Session(self.engine) as session:
-            training.progress(session, job_id, percent, stage)
+            training_leases.progress(session, job_id, percent, stage)
 
     def _lease(self, job_id: str, shard_id: str | None = None) -> LeaseKeeper:
         """Keeps this worker's lease on the job (or shard, or merge) while the block runs."""
@@ -68,7 +69,7 @@ class TrainingWorker:
 
         def renew() -> bool:
             with Session(self.engine) as session:
-                return training.renew(
+                return training_leases.renew(
                     session, job_id=job_id, worker=self.name, lease_seconds=seconds, shard_id=shard_id
                 )
 
@@ -77,7 +78,7 @@ class TrainingWorker:
     def _fail(self, job_id: str, reason: str, shard_id: str | None = None) -> bool:
         """Fails and refunds the job (once), then removes its files from the store, best effort."""
         with Session(self.engine, expire_on_commit=False) as session:
-            failed = training.fail(session, job_id=job_id, reason=reason, shard_id=shard_id)
+            failed = training_leases.fail(session, job_id=job_id, reason=reason, shard_id=shard_id)
         if failed:
             log.warning("training job %s failed and was refunded: %s", job_id, reason)
             self._discard(job_id)
@@ -98,12 +99,12 @@ class TrainingWorker:
 
         started = time.perf_counter()
         with Session(self.engine, expire_on_commit=False) as session:
-            job = training.start(
+            job = training_leases.start(
                 session,
                 job_id,
                 worker=self.name,
                 lease_seconds=self.settings.training_lease_seconds,
-                max_takes=training.max_takes(self.settings),
+                max_takes=training_leases.max_takes(self.settings),
             )
             if job is None:
                 log.info("training job %s is unknown, finished or held by a live worker; ignoring it", job_id)
@@ -114,7 +115,7 @@ class TrainingWorker:
                 self._discard(job_id)
                 return "failed"
             try:
-                version = training.dataset_version_of(session, job)
+                version = training_leases.dataset_version_of(session, job)
             except Unprocessable as exc:
                 self._fail(job_id, exc.detail)
                 return "failed"
@@ -133,7 +134,7 @@ class TrainingWorker:
             self._progress(job_id, 85, "saving the model")
             ref, compiled = self._save(job_id, job.task, result)
             with Session(self.engine, expire_on_commit=False) as session:
-                done = training.complete(
+                done = training_leases.complete(
                     session,
                     job_id=job_id,
                     result=result,
@@ -156,18 +157,18 @@ class TrainingWorker:
         checks whether the merge is still to be done.
         """
         from app.runtime.model import save_artifact
-        from app.runtime.training import train_shard
+        from app.runtime.sharding import train_shard
 
         started = time.perf_counter()
         lease_seconds = self.settings.training_lease_seconds
         with Session(self.engine, expire_on_commit=False) as session:
-            take = training.start_shard(
+            take = training_shards.start_shard(
                 session,
                 job_id=job_id,
                 shard_id=shard_id,
                 worker=self.name,
                 lease_seconds=lease_seconds,
-                max_takes=training.max_takes(self.settings),
+                max_takes=training_leases.max_takes(self.settings),
             )
             if take is None:
                 log.info("shard %s of training job %s is unknown or its job finished; ignoring it", shard_id, job_id)
@@ -179,7 +180,7 @@ class TrainingWorker:
             shard = take.shard
             job = session.get(TrainingJob, job_id)
             try:
-                version = training.dataset_version_of(session, job) if job is not None else None
+                version = training_leases.dataset_version_of(session, job) if job is not None else None
             except Unprocessable as exc:
                 self._fail(job_id, exc.detail, shard_id)
                 return "failed"
@@ -207,7 +208,7 @@ class TrainingWorker:
                     save_artifact(result.pipeline, path, result.features)
                     ref = self.store.put(path, f"training/{job_id}/shard-{shard.index}.skops")
                 with Session(self.engine) as session:
-                    recorded = training.complete_shard(
+                    recorded = training_shards.complete_shard(
                         session,
                         shard_id=shard_id,
                         rows=result.rows,
@@ -219,16 +220,16 @@ class TrainingWorker:
                 self._discard(job_id, ref)
                 return "ignored"
             with Session(self.engine) as session:
-                training.note_shard_progress(session, job_id)
+                training_shards.note_shard_progress(session, job_id)
             self.processed += 1
             outcome = "succeeded"
         with Session(self.engine, expire_on_commit=False) as session:
-            claimed = training.claim_merge(
+            claimed = training_shards.claim_merge(
                 session,
                 job_id,
                 worker=self.name,
                 lease_seconds=lease_seconds,
-                max_takes=training.max_takes(self.settings),
+                max_takes=training_leases.max_takes(self.settings),
             )
         if claimed is None:
             return outcome
@@ -244,18 +245,18 @@ class TrainingWorker:
             return "failed"
         except BaseException:
             with Session(self.engine) as session:
-                training.release_merge(session, job_id, worker=self.name)
+                training_shards.release_merge(session, job_id, worker=self.name)
             raise
         return "succeeded" if done else "ignored"
 
     def merge(self, job: TrainingJob, version: DatasetVersion, frame: pd.DataFrame | None, started: float) -> bool:
         """The finalizer: merges the shards' models, evaluates the result, stores it and settles the charge."""
         from app.runtime.model import ModelRuntime
-        from app.runtime.training import ShardResult, merge_shards
+        from app.runtime.sharding import ShardResult, merge_shards
 
         with Session(self.engine, expire_on_commit=False) as session:
-            shards = training.shards_of(session, job.id)
-        refs = [training.shard_ref(s) for s in shards]
+            shards = training_shards.shards_of(session, job.id)
+        refs = [training_shards.shard_ref(s) for s in shards]
         if any(ref is None for ref in refs):
             raise Unprocessable("a shard of this job has no model file")
         parts = []
@@ -271,7 +272,7 @@ class TrainingWorker:
         ref, compiled = self._save(job.id, job.task, result)
         with Session(self.engine, expire_on_commit=False) as session:
             duration = sum(s.duration_seconds or 0.0 for s in shards) + (time.perf_counter() - started)
-            done = training.complete(
+            done = training_leases.complete(
                 session,
                 job_id=job.id,
                 result=result,

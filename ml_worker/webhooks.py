@@ -30,8 +30,8 @@ from app.core.config import Settings
 from app.models.catalog import ModelVersion
 from app.models.task import Task, TaskPublic
 from app.models.training import TrainingJob, TrainingJobPublic, TrainingShard, TrainingShardPublic
-from app.queue.base import Broker, ConsumerOptions, Delivery
-from app.services import predictions, webhooks
+from app.queue.base import WEBHOOK_QUEUE, Broker, ConsumerOptions, Delivery
+from app.services import predictions, webhook_addresses, webhook_signing, webhooks
 
 log = logging.getLogger("mlmarket.webhooks")
 
@@ -82,7 +82,7 @@ class WebhookSender:
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         if not addresses:
             raise Refused(f"{host} has no address")
-        forbidden = [a for a in addresses if not webhooks.address_allowed(a, allow_private=self.allow_private)]
+        forbidden = [a for a in addresses if not webhook_addresses.address_allowed(a, allow_private=self.allow_private)]
         if forbidden:
             raise Refused(
                 f"{host} resolves to {forbidden[0]}, a private, loopback, link-local or reserved address "
@@ -186,7 +186,7 @@ class WebhookWorker:
         )
 
     async def start(self, broker: Broker) -> None:
-        await broker.consume(webhooks.WEBHOOK_QUEUE, self.handle, self.on_dead, self.options())
+        await broker.consume(WEBHOOK_QUEUE, self.handle, self.on_dead, self.options())
 
     async def handle(self, delivery: Delivery) -> None:
         event_id = delivery.payload.get("event_id")
@@ -201,7 +201,7 @@ class WebhookWorker:
         headers = {
             "content-type": "application/json",
             "user-agent": f"mlmarket-webhooks/{__version__}",
-            **webhooks.signed_headers(attempt.secrets, attempt.event_id, int(time.time()), attempt.body),
+            **webhook_signing.signed_headers(attempt.secrets, attempt.event_id, int(time.time()), attempt.body),
         }
         started = time.perf_counter()
         outcome = await self.sender.post(attempt.url, attempt.body, headers)

@@ -30,7 +30,7 @@ from app.models.catalog import ModelVersion
 from app.queue.base import PREDICT_QUEUE, Broker, ConsumerOptions, Delivery
 from app.runtime.batching import Coalescer
 from app.runtime.cache import ModelCache
-from app.services import predictions, tabular
+from app.services import tabular, task_runs
 from app.services.billing import Predictor
 from app.services.dataplane import ServedModel, load_predictor
 from ml_worker import metrics
@@ -69,12 +69,12 @@ class PredictionWorker:
         """Runs a batch of tasks: "succeeded", "failed" (refunded) or "ignored" per task, or the error for
         which that task's message is retried."""
         unique = list(dict.fromkeys(task_ids))
-        started = {s.id: s for s in predictions.start_many(self.engine, unique)}
+        started = {s.id: s for s in task_runs.start_many(self.engine, unique)}
         outcome: dict[str, str | BaseException] = {t: "ignored" for t in unique if t not in started}
         for task_id in unique:
             if task_id not in started:
                 log.info("task %s is unknown or already finished; ignoring the message", task_id)
-        runnable: dict[int, list[predictions.Started]] = defaultdict(list)
+        runnable: dict[int, list[task_runs.Started]] = defaultdict(list)
         for task in started.values():
             if task.attempts > self.settings.task_max_attempts + CRASH_ALLOWANCE:
                 # Deliveries the retry count never saw: workers died on this task again and again.
@@ -82,7 +82,7 @@ class PredictionWorker:
             else:
                 runnable[task.model_version_id].append(task)
         models = self._models(list(runnable))
-        done: list[predictions.Done] = []
+        done: list[task_runs.Done] = []
         for version_id, tasks in runnable.items():
             model = models.get(version_id)
             if model is None:
@@ -93,9 +93,9 @@ class PredictionWorker:
                 if isinstance(predicted, BaseException):
                     outcome[task.id] = predicted
                 else:
-                    done.append(predictions.Done(task.id, predicted, model.owner_id))
+                    done.append(task_runs.Done(task.id, predicted, model.owner_id))
         if done:
-            settled = predictions.complete_many(
+            settled = task_runs.complete_many(
                 self.engine, done, author_share_percent=self.settings.author_share_percent
             )
             for d in done:
@@ -119,8 +119,8 @@ class PredictionWorker:
         return out
 
     def _predict(
-        self, model: ServedModel, tasks: list[predictions.Started]
-    ) -> list[tuple[predictions.Started, np.ndarray[Any, Any] | BaseException]]:
+        self, model: ServedModel, tasks: list[task_runs.Started]
+    ) -> list[tuple[task_runs.Started, np.ndarray[Any, Any] | BaseException]]:
         """One predict call for the tasks of one model; should it fail, each task alone, so that only a task
         at fault fails."""
         try:
@@ -133,7 +133,7 @@ class PredictionWorker:
             try:
                 joined = {f.name: np.concatenate([c[f.name] for c in columns]) for f in model.features}
                 predicted = self._predict_rows(predictor, joined, sum(t.rows for t in tasks))
-                out: list[tuple[predictions.Started, np.ndarray[Any, Any] | BaseException]] = []
+                out: list[tuple[task_runs.Started, np.ndarray[Any, Any] | BaseException]] = []
                 offset = 0
                 for task in tasks:
                     out.append((task, predicted[offset : offset + task.rows]))
@@ -141,7 +141,7 @@ class PredictionWorker:
                 return out
             except Exception:
                 log.warning("predicting %d tasks of %s together failed; predicting each alone", len(tasks), model.name)
-        alone: list[tuple[predictions.Started, np.ndarray[Any, Any] | BaseException]] = []
+        alone: list[tuple[task_runs.Started, np.ndarray[Any, Any] | BaseException]] = []
         for task, task_columns in zip(tasks, columns, strict=True):
             try:
                 alone.append((task, self._predict_rows(predictor, task_columns, task.rows)))
@@ -171,7 +171,7 @@ class PredictionWorker:
 
     def fail_task(self, task_id: str, reason: str) -> None:
         with Session(self.engine, expire_on_commit=False) as session:
-            if predictions.fail(session, task_id=task_id, reason=reason):
+            if task_runs.fail(session, task_id=task_id, reason=reason):
                 log.warning("task %s failed and was refunded: %s", task_id, reason)
 
     async def handle(self, delivery: Delivery) -> None:

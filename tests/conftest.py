@@ -178,7 +178,7 @@ def rabbitmq_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def trained_demo_models() -> dict[str, Any]:
     """The demo specs trained once per test session: name -> (spec, TrainResult)."""
-    from app.runtime.training import demo_models
+    from app.services.demo import demo_models
 
     wanted = {"diabetes-linear", "iris-logistic"}
     return {spec.name: (spec, spec.train()) for spec in demo_models() if spec.name in wanted}

@@ -10,7 +10,8 @@ from sqlmodel import Session
 
 from app.core.config import Settings
 from app.models.catalog import ModelTask, ModelVersion
-from app.runtime.training import TrainResult, train
+from app.runtime.evaluation import TrainResult
+from app.runtime.training import train
 from app.services.demo import publish_trained
 from app.store import make_store
 

@@ -136,20 +136,20 @@ def python_blocks(markdown: str, section: str) -> list[str]:
 
 
 def test_the_webhook_verification_snippet_accepts_what_mlmarket_signs_and_nothing_else() -> None:
-    from app.services import webhooks
+    from app.services import webhook_signing
 
     verify_code = python_blocks((ROOT / "docs" / "api" / "webhooks.md").read_text(), "Verifying a signature")[0]
     scope: dict[str, object] = {}
     exec(compile(verify_code, "docs/api/webhooks.md", "exec"), scope)  # noqa: S102 - the documented snippet
     verify = scope["verify"]
     assert callable(verify)
-    current, previous = webhooks.new_secret(), webhooks.new_secret()
+    current, previous = webhook_signing.new_secret(), webhook_signing.new_secret()
     body = b'{"id":"3f0c","status":"succeeded","cost":3,"results":["setosa"]}'
     now = int(time.time())
-    headers = webhooks.signed_headers([current, previous], "msg_completed_3f0c", now, body)
+    headers = webhook_signing.signed_headers([current, previous], "msg_completed_3f0c", now, body)
     assert verify(current, headers, body)
     assert verify(previous, headers, body)  # during a rotation both secrets are accepted
-    assert not verify(webhooks.new_secret(), headers, body)
+    assert not verify(webhook_signing.new_secret(), headers, body)
     assert not verify(current, headers, body.replace(b"3", b"4"))
     assert not verify(current, {**headers, "webhook-id": "msg_completed_other"}, body)
     assert not verify(current, headers, body, now + 3600)  # a replay an hour later

@@ -18,6 +18,9 @@ from app.models.api_key import Scope
 from app.models.user import Role, User
 from app.services import api_keys
 from app.services.dataplane import DataPlane, Principal
+from app.services.datasets import ArtifactStore
+from app.services.outbox import Broker, OutboxRelay
+from app.services.throttle import LoginThrottle
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
@@ -47,8 +50,48 @@ async def get_dataplane(request: Request) -> DataPlane:  # async: no thread hop 
     return dataplane
 
 
+# What the application built at start-up (app.main), read by the routes through these rather than app.state.
+async def get_store(request: Request) -> ArtifactStore:
+    store: ArtifactStore = request.app.state.store
+    return store
+
+
+async def get_broker(request: Request) -> Broker:
+    broker: Broker = request.app.state.broker
+    return broker
+
+
+async def get_relay(request: Request) -> OutboxRelay:
+    relay: OutboxRelay = request.app.state.relay
+    return relay
+
+
+async def get_login_throttle(request: Request) -> LoginThrottle:
+    throttle: LoginThrottle = request.app.state.login_throttle
+    return throttle
+
+
+async def get_secret_key(request: Request) -> str:
+    secret_key: str = request.app.state.secret_key
+    return secret_key
+
+
+async def get_readiness_failures(request: Request) -> dict[str, float]:
+    """Since when each tolerated dependency has been failing its readiness check, in this process."""
+    failing_since: dict[str, float] | None = getattr(request.app.state, "readiness_failing_since", None)
+    if failing_since is None:
+        failing_since = request.app.state.readiness_failing_since = {}
+    return failing_since
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
+StoreDep = Annotated[ArtifactStore, Depends(get_store)]
+BrokerDep = Annotated[Broker, Depends(get_broker)]
+RelayDep = Annotated[OutboxRelay, Depends(get_relay)]
+ThrottleDep = Annotated[LoginThrottle, Depends(get_login_throttle)]
+SecretKeyDep = Annotated[str, Depends(get_secret_key)]
+ReadinessFailuresDep = Annotated[dict[str, float], Depends(get_readiness_failures)]
 SessionDep = Annotated[Session, Depends(get_session)]
 # For endpoints that only read: on SQLite they then never wait for the write lock.
 ReadSessionDep = Annotated[Session, Depends(get_read_session)]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,15 +70,3 @@ def _configure_sqlite(engine: Engine) -> None:
 def read_session(engine: Engine) -> Session:
     """A session for reads only. On SQLite it takes no write lock; elsewhere it is an ordinary session."""
     return Session(engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False)
-
-
-@contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """A session that commits on success and rolls back on error."""
-    with Session(engine, expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise

@@ -92,6 +92,8 @@ class ModelVersionPublic(SQLModel):
     # Price history: the price per row of the version before this one, and whether this one raised it.
     previous_price_per_row: int | None = None
     price_raised: bool = False
+    # Succeeded predictions of this model (all its versions), counted at most once a minute: "most used" first.
+    predictions: int = 0
 
 
 class ModelPublic(ModelVersionPublic):

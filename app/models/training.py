@@ -1,4 +1,4 @@
-"""The training studio: uploaded datasets (versioned), training jobs, their shards, and the workers that run them."""
+"""The training studio: training jobs and their shards."""
 
 from __future__ import annotations
 
@@ -11,38 +11,6 @@ from sqlmodel import Field, SQLModel
 from app.models.base import UTCDateTime, utcnow
 
 JOB_STATUSES = "status IN ('queued', 'running', 'succeeded', 'failed')"
-
-
-class Dataset(SQLModel, table=True):
-    __tablename__ = "datasets"
-
-    id: int | None = Field(default=None, primary_key=True)
-    user_id: int = Field(foreign_key="users.id", index=True)
-    name: str = Field(max_length=255)
-    target: str = Field(max_length=200)
-    current_version: int = 1
-    deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
-    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-
-
-class DatasetVersion(SQLModel, table=True):
-    __tablename__ = "dataset_versions"
-
-    id: int | None = Field(default=None, primary_key=True)
-    dataset_id: int = Field(foreign_key="datasets.id", index=True)
-    version: int
-    rows: int
-    columns: list[str] = Field(sa_type=sa.JSON)
-    dtypes: dict[str, str] = Field(sa_type=sa.JSON)
-    task: str = Field(max_length=16)
-    artifact_md5: str = Field(max_length=32)
-    artifact_size: int = Field(sa_type=sa.BigInteger)
-    artifact_path: str = Field(max_length=255)
-    note: str = Field(default="", max_length=200)
-    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-
-    __table_args__ = (sa.UniqueConstraint("dataset_id", "version", name="uq_dataset_versions_dataset_version"),)
 
 
 class TrainingJob(SQLModel, table=True):
@@ -126,65 +94,6 @@ class TrainingShard(SQLModel, table=True):
         sa.UniqueConstraint("job_id", "index", name="uq_training_shards_job_index"),
         sa.CheckConstraint(JOB_STATUSES, name="ck_training_shards_status"),
     )
-
-
-class WorkerHeartbeat(SQLModel, table=True):
-    """The last heartbeat of each worker process."""
-
-    __tablename__ = "worker_heartbeats"
-
-    name: str = Field(primary_key=True, max_length=128)
-    queues: list[str] = Field(sa_type=sa.JSON)
-    current_task: str | None = Field(default=None, max_length=36)
-    tasks_done: int = 0
-    memory_bytes: int = Field(default=0, sa_type=sa.BigInteger)
-    started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    last_seen: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-
-
-class DatasetVersionPublic(SQLModel):
-    version: int
-    rows: int
-    columns: list[str]
-    dtypes: dict[str, str]
-    task: str
-    artifact_md5: str
-    note: str
-    created_at: datetime
-
-
-class DatasetPublic(SQLModel):
-    id: int
-    name: str
-    target: str
-    version: int
-    rows: int
-    columns: list[str]
-    dtypes: dict[str, str]
-    task: str
-    artifact_md5: str
-    deleted: bool
-    created_at: datetime
-    updated_at: datetime
-
-
-class DatasetInfo(DatasetPublic):
-    column_summary: list[dict[str, Any]]
-    target_summary: dict[str, Any]
-    versions: list[DatasetVersionPublic]
-
-
-class DatasetRows(SQLModel):
-    dataset_id: int
-    version: int
-    total: int
-    offset: int
-    limit: int
-    rows: list[dict[str, Any]]
-
-
-class AppendRowsRequest(SQLModel):
-    rows: list[Any] = Field(min_length=1)
 
 
 class AlgorithmPublic(SQLModel):
@@ -273,13 +182,3 @@ class PublishRequest(SQLModel):
     name: str = Field(min_length=1, max_length=64, regex=r"^[a-z0-9][a-z0-9-]{0,62}$")
     description: str = Field(default="", max_length=2000)
     price_per_row: int = Field(ge=1, le=1_000_000)
-
-
-class WorkerPublic(SQLModel):
-    name: str
-    queues: list[str]
-    current_task: str | None
-    tasks_done: int
-    memory_bytes: int
-    started_at: datetime
-    last_seen: datetime

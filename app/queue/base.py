@@ -21,6 +21,7 @@ log = logging.getLogger("mlmarket.queue")
 
 PREDICT_QUEUE = "tasks.predict"
 TRAIN_QUEUE = "tasks.train"
+WEBHOOK_QUEUE = "webhooks.deliver"
 ATTEMPT_HEADER = "x-mlmarket-attempt"
 ERROR_HEADER = "x-mlmarket-error"
 MAX_RETRY_DELAY_SECONDS = 60.0
@@ -131,13 +132,3 @@ class Broker(abc.ABC):
         headers = {**delivery.headers, ERROR_HEADER: reason}
         await republish(dead_queue(delivery.queue), delivery.payload, headers, None)
         await on_dead(delivery, reason)
-
-
-def make_broker(settings: Settings) -> Broker:
-    if settings.broker_url is None:
-        from app.queue.embedded import EmbeddedBroker
-
-        return EmbeddedBroker()
-    from app.queue.rabbitmq import RabbitBroker
-
-    return RabbitBroker(settings.broker_url, quorum=settings.broker_quorum_queues)

@@ -1,7 +1,7 @@
 """The algorithm registry of the training studio: names, tasks, hyperparameters and their JSON schemas.
 
 Importing this module imports no machine-learning package. Each estimator is named by a dotted path and
-imported only when a pipeline is built (see :func:`app.runtime.training.build_pipeline`), so the API lists
+imported only when a pipeline is built (see :func:`app.runtime.pipelines.build_pipeline`), so the API lists
 algorithms and checks hyperparameters without loading scikit-learn or CatBoost.
 """
 

@@ -174,7 +174,7 @@ class ModelRuntime:
         return [_plain(v) for v in flat(output).tolist()]
 
     def predict_columns(self, columns: dict[str, np.ndarray[Any, Any]], n: int) -> np.ndarray[Any, Any]:
-        """Predictions for ``n`` rows given as one checked array per feature (see app.services.oip.to_columns)."""
+        """Predictions for ``n`` rows given as one checked array per feature (app.services.oip_columns.to_columns)."""
         frame = pd.DataFrame(
             {f.name: columns[f.name].astype(object if f.type == "string" else float) for f in self.features},
             index=pd.RangeIndex(n),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +14,7 @@ from sqlmodel import Session, col, select
 from app.core.errors import NotFound, Unprocessable
 from app.core.notify import CATALOG_CHANNEL, Generation, notify
 from app.models.catalog import MODEL_NAME_PATTERN, ModelStatus, ModelTask, ModelVersion, ModelVersionPublic
+from app.models.task import Task, TaskStatus
 from app.models.user import User
 from app.runtime.schema import Feature
 from app.store.base import ArtifactRef
@@ -21,6 +24,8 @@ from app.store.base import ArtifactRef
 VISIBLE = (ModelStatus.published.value, ModelStatus.unlisted.value)
 # Bumped after every commit that publishes or hides a version, here and (through NOTIFY) in every API process.
 GENERATION = Generation()
+# How long the catalog's usage counts (succeeded predictions per model) are kept before they are counted again.
+USAGE_TTL_SECONDS = 60.0
 # The advisory lock space of model names (see lock_name).
 NAME_LOCK = "mlmarket.model-name:"
 
@@ -189,3 +194,40 @@ def with_price_history(session: Session, public: list[ModelVersionPublic]) -> li
             )
         )
     return out
+
+
+class _Usage:
+    """Succeeded predictions per model name, counted at most once per ``USAGE_TTL_SECONDS`` in each process: the
+    catalog sorts by it ("most used"), and a fresh count on every listing would scan the tasks table each time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+        self._at = float("-inf")
+
+    def counts(self, session: Session) -> dict[str, int]:
+        with self._lock:
+            if time.monotonic() - self._at < USAGE_TTL_SECONDS:
+                return self._counts
+        rows = session.exec(
+            select(ModelVersion.name, sa.func.count())
+            .join(Task, col(Task.model_version_id) == col(ModelVersion.id))
+            .where(Task.status == TaskStatus.succeeded.value)
+            .group_by(col(ModelVersion.name))
+        ).all()
+        with self._lock:
+            self._counts, self._at = {name: int(n) for name, n in rows}, time.monotonic()
+            return self._counts
+
+    def forget(self) -> None:
+        with self._lock:
+            self._at = float("-inf")
+
+
+USAGE = _Usage()
+
+
+def with_usage(session: Session, public: list[ModelVersionPublic]) -> list[ModelVersionPublic]:
+    """Each version with ``predictions``: the succeeded prediction tasks of its model, all versions together."""
+    counts = USAGE.counts(session) if public else {}
+    return [p.model_copy(update={"predictions": counts.get(p.name, 0)}) for p in public]

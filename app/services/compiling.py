@@ -48,7 +48,7 @@ def compile_and_store(
     store: ArtifactStore, pipeline: Any, features: list[Feature], task: str, check_rows: Any, name: str
 ) -> Compiled:
     """Converts ``pipeline``, checks it on ``check_rows`` and pushes the ONNX file as ``name`` when it matches."""
-    from app.runtime.compiled import compile_pipeline
+    from app.runtime.onnx_export import compile_pipeline
 
     result = compile_pipeline(pipeline, features, task, check_rows)
     if result.onnx is None:
@@ -102,13 +102,14 @@ def check_rows_for(session: Session, store: ArtifactStore, settings: Settings, m
     import numpy as np
     import pandas as pd
 
-    from app.runtime.training import demo_models, prepare, split_data
-    from app.services import datasets, training
+    from app.runtime.pipelines import prepare, split_data
+    from app.services import datasets, training_leases
+    from app.services.demo import demo_models
 
     job = session.exec(select(TrainingJob).where(TrainingJob.artifact_md5 == model.artifact_md5)).first()
     if job is not None:
         try:
-            version = training.dataset_version_of(session, job)
+            version = training_leases.dataset_version_of(session, job)
             frame = datasets.read_frame(store, version, job.target, settings)
             data = prepare(frame, job.target, "classification" if job.task == "classification" else "regression")
             return split_data(data, job.test_size, job.random_state).x_test, "held-out"

@@ -39,7 +39,7 @@ from app.models.user import User
 from app.runtime.batching import Coalescer
 from app.runtime.cache import ModelCache
 from app.runtime.schema import Feature
-from app.services import api_keys, billing, catalog, oip, predictions
+from app.services import api_keys, billing, catalog, oip, oip_columns, submissions
 from app.store.base import ArtifactRef
 
 AUTH_CACHE_MAX_ENTRIES = 10_000
@@ -199,8 +199,8 @@ class DataPlane:
             max_items=settings.batch_max_rows if settings.batching_enabled else 1,
         )
         # Paid tasks for the queue: the submissions that arrive while one batch is written form the next.
-        self.queue: Coalescer[predictions.Submission, predictions.Queued] = Coalescer(
-            lambda subs: predictions.submit_many(billing_engine, subs),
+        self.queue: Coalescer[submissions.Submission, submissions.Queued] = Coalescer(
+            lambda subs: submissions.submit_many(billing_engine, subs),
             max_items=settings.batch_max_rows if settings.batching_enabled else 1,
         )
         self.on_queued: Callable[[], None] = lambda: None
@@ -228,7 +228,7 @@ class DataPlane:
         assert loaded is not None  # noqa: S101 - load_predictor loads or raises
         return loaded
 
-    async def submit_task(self, submission: predictions.Submission) -> predictions.Queued:
+    async def submit_task(self, submission: submissions.Submission) -> submissions.Queued:
         """Charges for and queues a paid task (with the others arriving now); wakes the outbox relay."""
         queued = await self.queue.submit(submission)
         self.on_queued()
@@ -245,8 +245,8 @@ class DataPlane:
             "name": model.name,
             "versions": [str(v) for v in model.versions],
             "platform": f"mlmarket-{model.runtime}",
-            "inputs": oip.input_metadata(model.features),
-            "outputs": oip.output_metadata(model.task, model.classes),
+            "inputs": oip_columns.input_metadata(model.features),
+            "outputs": oip_columns.output_metadata(model.task, model.classes),
             "parameters": {
                 "price_per_row": model.price_per_row,
                 "task": model.task,
@@ -266,7 +266,7 @@ class DataPlane:
         max_price = max_price_per_row(request.parameters)
         model = await self.model(name, version)
         billing.check_price(model.name, model.version, model.price_per_row, max_price)
-        n, columns = oip.to_columns(request.inputs, model.features, self.settings.predict_max_rows)
+        n, columns = oip_columns.to_columns(request.inputs, model.features, self.settings.predict_max_rows)
         predictor = await self.predictor(model)
         bill = await self.biller.submit(
             billing.Order(
@@ -286,7 +286,7 @@ class DataPlane:
             model_version=str(model.version),
             id=request.id if request.id is not None else bill.task_id,
             parameters={"task_id": bill.task_id, "cost": bill.cost},
-            outputs=[oip.output_tensor(bill.predictions)],
+            outputs=[oip_columns.output_tensor(bill.predictions)],
         )
 
 

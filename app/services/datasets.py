@@ -18,7 +18,8 @@ from sqlmodel import Session, col, select
 from app.core.config import Settings
 from app.core.errors import NotFound
 from app.models.base import utcnow
-from app.models.training import Dataset, DatasetVersion, TrainingJob
+from app.models.dataset import Dataset, DatasetVersion
+from app.models.training import TrainingJob
 from app.runtime.dataset import (
     CsvLimits,
     ParsedCsv,
@@ -28,7 +29,8 @@ from app.runtime.dataset import (
     parse_csv,
     records_of,
 )
-from app.store.base import ArtifactRef, ArtifactStore
+from app.store.base import ArtifactRef
+from app.store.base import ArtifactStore as ArtifactStore  # for the routes, which do not import the store
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,10 @@ from app.services import catalog, compiling, ledger, users
 from app.store.base import ArtifactStore
 
 if TYPE_CHECKING:
-    from app.runtime.training import DemoModelSpec, TrainResult
+    import pandas as pd
+
+    from app.runtime.algorithms import Task
+    from app.runtime.evaluation import TrainResult
 
 DEMO_ADMIN_EMAIL = "demo-admin@example.com"
 DEMO_CLIENT_EMAIL = "demo-client@example.com"
@@ -43,6 +47,94 @@ class SeedReport:
     published_models: list[str]
     existing_models: list[str]
     client_balance: int
+
+
+# -- the default catalog ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoModelSpec:
+    name: str
+    description: str
+    task: Task
+    algorithm: str
+    hyperparameters: dict[str, Any]
+    price_per_row: int
+    target: str
+    load_frame: Callable[[], pd.DataFrame]
+
+    def dataset(self) -> tuple[pd.DataFrame, str]:
+        """The training data and the name of its target column."""
+        return self.load_frame(), self.target
+
+    def train(self) -> TrainResult:
+        from app.runtime.training import train  # scikit-learn and pandas, imported when used
+
+        return train(self.load_frame(), self.target, self.algorithm, self.hyperparameters, self.task)
+
+
+def _diabetes() -> pd.DataFrame:
+    from sklearn.datasets import load_diabetes
+
+    frame: pd.DataFrame = load_diabetes(as_frame=True).frame
+    return frame
+
+
+def _iris() -> pd.DataFrame:
+    from sklearn.datasets import load_iris
+
+    bunch = load_iris(as_frame=True)
+    frame: pd.DataFrame = bunch.frame.copy()
+    # Class names as the target, so predictions read "setosa" rather than 0.
+    frame["species"] = [str(bunch.target_names[i]) for i in frame.pop("target")]
+    frame.columns = [str(c).replace(" (cm)", "_cm").replace(" ", "_") for c in frame.columns]
+    return frame
+
+
+def demo_models() -> list[DemoModelSpec]:
+    """The default catalog, trained from datasets scikit-learn ships (nothing is downloaded)."""
+    return [
+        DemoModelSpec(
+            name="diabetes-linear",
+            description="Diabetes progression after one year (linear regression on 10 standardised measurements).",
+            task="regression",
+            algorithm="LinearRegression",
+            hyperparameters={},
+            price_per_row=1,
+            target="target",
+            load_frame=_diabetes,
+        ),
+        DemoModelSpec(
+            name="diabetes-forest",
+            description="Diabetes progression after one year (random forest on 10 standardised measurements).",
+            task="regression",
+            algorithm="RandomForestRegressor",
+            hyperparameters={"n_estimators": 50, "max_depth": 8, "random_state": 42},
+            price_per_row=2,
+            target="target",
+            load_frame=_diabetes,
+        ),
+        DemoModelSpec(
+            name="iris-logistic",
+            description="Iris species from sepal and petal sizes in cm (logistic regression).",
+            task="classification",
+            algorithm="LogisticRegression",
+            hyperparameters={"max_iter": 500},
+            price_per_row=1,
+            target="species",
+            load_frame=_iris,
+        ),
+        DemoModelSpec(
+            name="iris-forest",
+            description="Iris species from sepal and petal sizes in cm (random forest).",
+            task="classification",
+            algorithm="RandomForestClassifier",
+            hyperparameters={"n_estimators": 50, "random_state": 42},
+            price_per_row=3,
+            target="species",
+            load_frame=_iris,
+        ),
+    ]
 
 
 def demo_credentials(settings: Settings) -> DemoCredentials:
@@ -130,8 +222,6 @@ def publish_demo_model(
 
 
 def seed(engine: Engine, store: ArtifactStore, settings: Settings, *, models: list[str] | None = None) -> SeedReport:
-    from app.runtime.training import demo_models  # scikit-learn and pandas, imported when used
-
     creds = demo_credentials(settings)
     created: list[str] = []
     published: list[str] = []

@@ -2,8 +2,8 @@
 
 A request decodes into :class:`InferRequest` whose tensors hold flat NumPy arrays
 (numbers as their own dtype, BYTES as an object array of ``str``);
-:func:`to_columns` checks them against a model's input schema, vectorised, and
-gives one array per feature. REST supports the JSON form and the binary tensor
+app.services.oip_columns checks them against a model's input schema, vectorised,
+and gives one array per feature. REST supports the JSON form and the binary tensor
 extension that standard clients (tritonclient) use by default: a JSON header of
 ``Inference-Header-Content-Length`` bytes followed by the raw tensors, each
 input naming its ``binary_data_size``.
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from app.core.errors import BadRequest, PayloadTooLarge
-from app.runtime.schema import MAX_SAFE_INTEGER, Feature, check_text, convert_value
+from app.core.errors import BadRequest
+from app.runtime.schema import check_text
 
 NUMPY_TYPES: dict[str, Any] = {
     "BOOL": np.bool_,
@@ -125,7 +125,7 @@ def decode_bytes_elements(raw: bytes, count: int, name: str) -> np.ndarray[Any, 
         offset += size
     if len(values) != count:
         raise BadRequest(f"input {name!r}: BYTES tensor has {len(values)} elements, its shape says {count}")
-    return _objects(values)
+    return object_array(values)
 
 
 def decode_text(raw: bytes, name: str) -> str:
@@ -135,7 +135,7 @@ def decode_text(raw: bytes, name: str) -> str:
         raise BadRequest(f"input {name!r}: BYTES elements must be UTF-8 text") from exc
 
 
-def _objects(values: Sequence[Any]) -> np.ndarray[Any, Any]:
+def object_array(values: Sequence[Any]) -> np.ndarray[Any, Any]:
     out = np.empty(len(values), dtype=object)
     out[:] = values
     return out
@@ -159,7 +159,7 @@ def from_values(values: Any, datatype: str, shape: list[int], name: str) -> np.n
         flat = _flatten(values) if isinstance(values, list) else [values]
         if len(flat) != count:
             raise BadRequest(f"input {name!r} has {len(flat)} values, its shape {shape} needs {count}")
-        return _objects(flat)
+        return object_array(flat)
     try:
         array = np.asarray(values)
     except (ValueError, TypeError, OverflowError) as exc:
@@ -249,125 +249,7 @@ def parse_infer_request(body: bytes, header_length: int | None) -> InferRequest:
     )
 
 
-# -- from tensors to the model's columns ------------------------------------------------------------------
-
-
-def _layout(inputs: list[Tensor], features: list[Feature]) -> tuple[int, dict[str, np.ndarray[Any, Any]]]:
-    """Rows and one flat array per feature: one [N, F] tensor in schema order, or one [N] / [N, 1] per feature."""
-    names = [f.name for f in features]
-    if len(inputs) == 1 and len(inputs[0].shape) == 2 and inputs[0].shape[1] == len(names) and len(names) > 1:
-        tensor = inputs[0]
-        n = tensor.shape[0]
-        matrix = tensor.data.reshape(n, len(names))
-        return n, {name: matrix[:, j] for j, name in enumerate(names)}
-    by_name = {t.name: t for t in inputs}
-    missing = [n for n in names if n not in by_name]
-    unknown = [t.name for t in inputs if t.name not in names]
-    if missing or unknown:
-        raise BadRequest(
-            f"send one [N, {len(names)}] tensor with the features in this order, or one tensor per feature named "
-            f"{', '.join(names)}"
-            + (f"; missing {', '.join(missing)}" if missing else "")
-            + (f"; unknown {', '.join(unknown)}" if unknown else "")
-        )
-    lengths = set()
-    for t in inputs:
-        if len(t.shape) == 0 or (len(t.shape) == 2 and t.shape[1] != 1) or len(t.shape) > 2:
-            raise BadRequest(f"input {t.name!r} must have shape [N] or [N, 1], got {t.shape}")
-        lengths.add(t.shape[0])
-    if len(lengths) != 1:
-        raise BadRequest("every feature tensor must have the same number of rows")
-    return lengths.pop(), {name: by_name[name].data for name in names}
-
-
-def _show(value: Any) -> str:
-    text = repr(value.item() if isinstance(value, np.generic) else value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _numbers(feature: Feature, values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    if values.dtype.kind == "b" or values.dtype == object:
-        return _one_by_one(feature, values, float)
-    column = values.astype(np.float64, copy=False)
-    bad = ~np.isfinite(column)
-    kind = "a finite number"
-    if feature.type == "integer":
-        bad |= (column != np.round(column)) | (np.abs(column) > MAX_SAFE_INTEGER)
-        kind = f"an integer (at most {MAX_SAFE_INTEGER} in magnitude)"
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise BadRequest(f"row {i + 1}: feature {feature.name!r} must be {kind}, got {_show(values[i])}")
-    return column
-
-
-def _one_by_one(feature: Feature, values: np.ndarray[Any, Any], kind: type) -> np.ndarray[Any, Any]:
-    """The schema's own check of each value (decimal strings for numbers, numbers for text, …)."""
-    out: list[Any] = []
-    for i, value in enumerate(values.tolist()):
-        normalised, problem = convert_value(feature, value)
-        if problem:
-            raise BadRequest(f"row {i + 1}: {problem}")
-        out.append(normalised)
-    return np.asarray(out, dtype=np.float64) if kind is float else _objects(out)
-
-
-def to_columns(
-    inputs: list[Tensor], features: list[Feature], max_rows: int | None = None
-) -> tuple[int, dict[str, np.ndarray[Any, Any]]]:
-    """The rows of a request as one checked array per feature (float64 for numbers, ``str`` objects for text).
-
-    The first bad value is refused with its row (from 1) and feature; nothing is billed for a refused request.
-    """
-    n, raw = _layout(inputs, features)
-    if n == 0:
-        raise BadRequest("the request has no rows")
-    if max_rows is not None and n > max_rows:
-        raise PayloadTooLarge(f"too many rows: {n}; at most {max_rows} per request")
-    columns: dict[str, np.ndarray[Any, Any]] = {}
-    for feature in features:
-        values = raw[feature.name]
-        if feature.type == "string":
-            columns[feature.name] = _one_by_one(feature, values, str)
-        else:
-            columns[feature.name] = _numbers(feature, values)
-    return n, columns
-
-
-def columns_of_rows(rows: Sequence[dict[str, Any]], features: list[Feature]) -> dict[str, np.ndarray[Any, Any]]:
-    """Rows already checked against the schema (as a task stores them) as one array per feature."""
-    return {
-        f.name: _objects([r[f.name] for r in rows])
-        if f.type == "string"
-        else np.asarray([r[f.name] for r in rows], dtype=np.float64)
-        for f in features
-    }
-
-
-def rows_of(columns: dict[str, np.ndarray[Any, Any]], features: list[Feature]) -> list[dict[str, Any]]:
-    """Checked columns as the row objects a task stores (integers as ``int``, as the JSON path stores them)."""
-    names = [f.name for f in features]
-    lists = []
-    for f in features:
-        values = columns[f.name]
-        lists.append([int(v) for v in values.tolist()] if f.type == "integer" else values.tolist())
-    return [dict(zip(names, row, strict=True)) for row in zip(*lists, strict=True)]
-
-
-# -- outputs and metadata ---------------------------------------------------------------------------------
-
-
-def output_tensor(predictions: np.ndarray[Any, Any], name: str = "predict") -> Tensor:
-    """Predictions as a tensor: FP64 for numbers, INT64 for integer labels, BOOL, or BYTES for text labels."""
-    kind = predictions.dtype.kind
-    if kind == "b":
-        datatype = "BOOL"
-    elif kind in "iu":
-        datatype, predictions = "INT64", predictions.astype(np.int64, copy=False)
-    elif kind == "f":
-        datatype, predictions = "FP64", predictions.astype(np.float64, copy=False)
-    else:
-        datatype, predictions = "BYTES", _objects([str(p) for p in predictions.tolist()])
-    return Tensor(name=name, shape=[len(predictions)], datatype=datatype, data=predictions)
+# -- encoding a response ----------------------------------------------------------------------------------
 
 
 def json_values(values: np.ndarray[Any, Any]) -> list[Any]:
@@ -395,17 +277,3 @@ def response_json(response: InferResponse) -> bytes:
             ],
         }
     )
-
-
-def input_metadata(features: list[Feature]) -> list[dict[str, Any]]:
-    return [{"name": f.name, "datatype": "BYTES" if f.type == "string" else "FP64", "shape": [-1, 1]} for f in features]
-
-
-def output_metadata(task: str, classes: list[Any] | None) -> list[dict[str, Any]]:
-    if task == "classification" and classes and all(isinstance(c, str) for c in classes):
-        datatype = "BYTES"
-    elif task == "classification":
-        datatype = "INT64"
-    else:
-        datatype = "FP64"
-    return [{"name": "predict", "datatype": datatype, "shape": [-1]}]

@@ -35,7 +35,9 @@ from sqlmodel import Session, col, select
 from app.models.base import utcnow
 from app.models.task import OPEN_STATUSES, OutboxMessage, Task, TaskStatus
 from app.models.training import TrainingJob, TrainingShard
-from app.queue.base import PREDICT_QUEUE, TRAIN_QUEUE, Broker, dead_queue, retry_queue
+from app.models.webhook import WebhookDelivery, WebhookEvent, WebhookEventStatus
+from app.queue.base import PREDICT_QUEUE, TRAIN_QUEUE, WEBHOOK_QUEUE, dead_queue, retry_queue
+from app.queue.base import Broker as Broker  # for the routes, which do not import the queue
 
 log = logging.getLogger("mlmarket.outbox")
 
@@ -44,7 +46,9 @@ _outbox: sa.Table = OutboxMessage.__table__  # type: ignore[attr-defined]
 _tasks: sa.Table = Task.__table__  # type: ignore[attr-defined]
 _jobs: sa.Table = TrainingJob.__table__  # type: ignore[attr-defined]
 _shards: sa.Table = TrainingShard.__table__  # type: ignore[attr-defined]
-MERGING = "merging shards"  # app.services.training.MERGING (that module imports the runtime's registry)
+_events: sa.Table = WebhookEvent.__table__  # type: ignore[attr-defined]
+_deliveries: sa.Table = WebhookDelivery.__table__  # type: ignore[attr-defined]
+MERGING = "merging shards"  # app.services.training_shards.MERGING (that module imports the worker's services)
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class OutboxRelay:
         stale_seconds: float | None = None,
         training_stale_seconds: float | None = None,
         training_sweep_seconds: float = 10.0,
+        webhook_stale_seconds: float | None = None,
     ) -> None:
         self.engine = engine
         self.broker = broker
@@ -74,6 +79,7 @@ class OutboxRelay:
         self.stale_seconds = stale_seconds
         self.training_stale_seconds = training_stale_seconds
         self.training_sweep_seconds = training_sweep_seconds
+        self.webhook_stale_seconds = webhook_stale_seconds
         self._next_training_sweep = 0.0
         self.published = 0
         self.requeued = 0
@@ -117,6 +123,11 @@ class OutboxRelay:
         if requeued:
             self.requeued += requeued
             log.warning("%d open tasks untouched for %.0fs; publishing them again", requeued, self.stale_seconds)
+        if self.webhook_stale_seconds is not None:
+            resent = await asyncio.to_thread(self.requeue_stale_webhooks, self.webhook_stale_seconds)
+            if resent:
+                self.requeued += resent
+                log.warning("%d webhook events lost their message; publishing them again", resent)
 
     async def _sweep_training_when_due(self) -> None:
         if self.training_stale_seconds is None or time.monotonic() < self._next_training_sweep:
@@ -216,6 +227,30 @@ class OutboxRelay:
                     .where(_outbox.c.task_id.in_(ids), _outbox.c.sent_at.is_not(None))
                     .values(sent_at=None)
                 )
+        return len(ids)
+
+    def requeue_stale_webhooks(self, stale_seconds: float) -> int:
+        """Marks unsent the outbox rows of pending webhook events with no delivery attempt since they were published
+        ``stale_seconds`` ago (longer than any retry wait): their message was lost. A duplicate is harmless, the
+        deliverer skips an event that is no longer pending."""
+        cutoff = utcnow() - timedelta(seconds=stale_seconds)
+        event_id = _outbox.c.payload["event_id"].as_string()
+        attempted = sa.exists().where(_deliveries.c.event_id == _events.c.id, _deliveries.c.created_at >= cutoff)
+        lost = (
+            sa.select(_outbox.c.id)
+            .join(_events, _events.c.id == event_id)
+            .where(
+                _outbox.c.queue == WEBHOOK_QUEUE,
+                _outbox.c.sent_at < cutoff,
+                _events.c.status == WebhookEventStatus.pending.value,
+                ~attempted,
+            )
+            .limit(self.batch_size)
+        )
+        with self.engine.begin() as conn:
+            ids = list(conn.execute(lost).scalars())
+            if ids:
+                conn.execute(sa.update(_outbox).where(_outbox.c.id.in_(ids)).values(sent_at=None))
         return len(ids)
 
     async def flush_once(self) -> int:

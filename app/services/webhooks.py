@@ -1,4 +1,7 @@
-"""Signed webhooks: which receivers are allowed, the signing secrets, the events of tasks and their deliveries.
+"""Signed webhooks: the subscriptions, the signing secrets, the events of tasks and their deliveries.
+
+Which receivers are allowed is in app.services.webhook_addresses; how messages are signed in
+app.services.webhook_signing.
 
 A prediction or a training job may name a webhook; its subscription row commits with the task. When a worker's
 transaction starts or finishes the task, :func:`record_events` writes the event and an outbox row for the
@@ -10,19 +13,12 @@ signed as the Standard Webhooks specification says (``webhook-id``, ``webhook-ti
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
-import hmac
-import ipaddress
-import secrets
-import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-import httpx
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
@@ -42,13 +38,12 @@ from app.models.webhook import (
     WebhookSecret,
     WebhookSubscription,
 )
+from app.queue.base import WEBHOOK_QUEUE
+from app.services.webhook_addresses import checked_url
+from app.services.webhook_signing import new_secret, signing_secrets
 
-WEBHOOK_QUEUE = "webhooks.deliver"
 PREDICTION = "prediction"
 TRAINING_JOB = "training_job"
-SECRET_PREFIX = "whsec_"  # noqa: S105 - the format of a secret, not one
-# After a rotation the previous secret signs too (a second signature) for this long, so receivers can switch over.
-ROTATION_GRACE = timedelta(hours=24)
 
 STARTED = WebhookEventType.started
 COMPLETED = WebhookEventType.completed
@@ -61,93 +56,7 @@ _secrets: sa.Table = WebhookSecret.__table__  # type: ignore[attr-defined]
 _outbox: sa.Table = OutboxMessage.__table__  # type: ignore[attr-defined]
 
 
-# -- receivers -------------------------------------------------------------------------------------------------
-
-
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-
-
-def address_allowed(address: str, *, allow_private: bool) -> bool:
-    """Whether a receiver may be reached at this IP address: only public unicast ones, unless private ones are
-    allowed (local use)."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        else:
-            # 6to4, Teredo and NAT64 addresses lead to the IPv4 address inside them: that one must be allowed too.
-            inner = ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
-            if inner is None and ip in _NAT64:
-                inner = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-            if inner is not None and not address_allowed(str(inner), allow_private=allow_private):
-                return False
-    if allow_private:
-        return not ip.is_multicast and not ip.is_unspecified
-    return ip.is_global and not (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-        or (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local)
-    )
-
-
-def _legacy_ipv4(host: str) -> str | None:
-    """The address of an IPv4 literal in a form resolvers still accept (``2130706433``, ``0x7f.1``), if it is one."""
-    if not host or any(c not in "0123456789abcdefx." for c in host) or not host[0].isdigit():
-        return None
-    try:
-        return socket.inet_ntoa(socket.inet_aton(host))
-    except OSError:
-        return None
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _local_name(host: str) -> bool:
-    return host == "localhost" or host.endswith((".localhost", ".local", ".internal", ".localdomain"))
-
-
-def checked_url(url: str, *, allow_private: bool) -> str:
-    """The receiver URL if it may be used; 422 naming the problem otherwise. Parsed as the sender parses it;
-    names are resolved (and their addresses checked) at each delivery."""
-    url = url.strip()
-    try:
-        parts = httpx.URL(url)
-        host = parts.host.rstrip(".").lower()
-        port = parts.port
-    except (httpx.InvalidURL, ValueError) as exc:
-        raise Unprocessable(f"webhook is not a valid URL: {exc}") from exc
-    if parts.scheme not in ("https", "http") or not host:
-        raise Unprocessable("webhook must be an absolute https URL, such as https://example.com/hooks/mlmarket")
-    if parts.scheme == "http" and not allow_private:
-        raise Unprocessable("webhook must use https (http is allowed only with MLMARKET_WEBHOOK_ALLOW_PRIVATE)")
-    if parts.userinfo:
-        raise Unprocessable("webhook must not carry a user name or password; verify the signature instead")
-    if port == 0:
-        raise Unprocessable("webhook has an invalid port")
-    if any(c.isspace() or c in '%<>\\^`{|}"' for c in host):
-        raise Unprocessable(f"webhook host {host} is not a valid host name")
-    host = _legacy_ipv4(host) or host
-    if not allow_private and (_local_name(host) or (_is_ip(host) and not address_allowed(host, allow_private=False))):
-        raise Unprocessable(
-            f"webhook host {host} is a private, loopback or link-local address; receivers must be on the public "
-            "internet (MLMARKET_WEBHOOK_ALLOW_PRIVATE allows others for local use)"
-        )
-    if _is_ip(host) and not address_allowed(host, allow_private=allow_private):
-        raise Unprocessable(f"webhook host {host} is not an address a webhook can be sent to")
-    return url
+# -- subscriptions ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -286,11 +195,7 @@ def pending_messages(session: Session) -> list[dict[str, Any]]:
     return [{"event_id": i, "task_id": t} for i, t in rows]
 
 
-# -- secrets and signatures ------------------------------------------------------------------------------------
-
-
-def new_secret() -> str:
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
+# -- secrets ---------------------------------------------------------------------------------------------------
 
 
 def _insert_ignore(connection: sa.Connection, table: sa.Table, values: dict[str, Any]) -> None:
@@ -322,30 +227,6 @@ def rotate_secret(session: Session, user_id: int) -> WebhookSecret:
     session.commit()
     session.refresh(row)
     return row
-
-
-def signing_secrets(row: WebhookSecret, now: datetime | None = None) -> list[str]:
-    """The secrets a message is signed with now: the current one, and the previous one during its grace."""
-    now = now or utcnow()
-    keys = [row.secret]
-    if row.previous_secret and row.rotated_at is not None and now - row.rotated_at < ROTATION_GRACE:
-        keys.append(row.previous_secret)
-    return keys
-
-
-def signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
-    """``v1,<base64 HMAC-SHA256>`` of ``{id}.{timestamp}.{body}`` with the base64 key after ``whsec_``."""
-    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
-    digest = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
-
-
-def signed_headers(keys: Sequence[str], msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    return {
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": " ".join(signature(k, msg_id, timestamp, body) for k in keys),
-    }
 
 
 # -- deliveries ------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from app.models.base import utcnow
-from app.models.training import WorkerHeartbeat
+from app.models.worker import WorkerHeartbeat
 
 _beats: sa.Table = WorkerHeartbeat.__table__  # type: ignore[attr-defined]
 

@@ -19,9 +19,11 @@ from sqlmodel import Session
 
 from app.models.base import utcnow
 from app.models.catalog import ModelVersion
-from app.models.training import DatasetVersion, TrainingJob, TrainingShard
+from app.models.dataset import DatasetVersion
+from app.models.training import TrainingJob, TrainingShard
 from app.store.base import ArtifactRef, ArtifactStore
-from app.store.dvc_store import DvcStore, StoredObject
+from app.store.content import StoredObject
+from app.store.dvc_store import DvcStore
 
 log = logging.getLogger(__name__)
 

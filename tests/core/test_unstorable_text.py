@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from app.core.handlers import json_has_unstorable_text, unstorable_text
+from app.api.text_guard import json_has_unstorable_text, unstorable_text
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,7 @@ from sqlmodel import Session
 from app.core.config import Settings
 from app.core.db import make_engine
 from app.models.training import TrainingJobCreate
-from app.services import ledger, training, users
+from app.services import ledger, training, training_leases, training_shards, users
 from app.store import gc, make_store
 from app.store.dvc_store import DvcStore
 from tests.conftest import POSTGRES_ADMIN_URL
@@ -65,7 +65,7 @@ FAULT_KINDS = ("worker_sigkill_training", "broker_close_connections", "db_termin
 MIN_ROUNDS = 2
 MAX_MERGE_KILLS = 3
 FINISH_DEADLINE_SECONDS = 170
-MERGING = training.MERGING
+MERGING = training_shards.MERGING
 
 
 @pytest.fixture
@@ -365,8 +365,8 @@ def check_money(engine: Engine, jobs: list[str], poison: str, figures: Figures) 
     (poisoned,) = [row for row in rows if row[0] == poison]
     assert poisoned[1] == "failed" and "stopped its worker" in (poisoned[3] or ""), poisoned
     # A job that kills its workers is given up after task_max_attempts + 5 takes, not run forever.
-    assert figures.poison_kills >= MAX_ATTEMPTS + training.CRASH_ALLOWANCE
-    assert poisoned[4] <= MAX_ATTEMPTS + training.CRASH_ALLOWANCE + 2, poisoned
+    assert figures.poison_kills >= MAX_ATTEMPTS + training_leases.CRASH_ALLOWANCE
+    assert poisoned[4] <= MAX_ATTEMPTS + training_leases.CRASH_ALLOWANCE + 2, poisoned
     for job_id in figures.killed_jobs_in_merge:  # another worker took the merge over and settled it once
         assert next(row for row in rows if row[0] == job_id)[1] == "succeeded"
     with Session(engine) as session:
@@ -404,7 +404,7 @@ def check_store(settings: Settings, engine: Engine, tmp_path: Path, figures: Fig
 
 def test_ledger_counters_count_committed_entries_only(session: Session, settings: Settings) -> None:
     """A training charge rolled back (its transaction never committed) leaves /metrics as it was."""
-    from app.models.training import Dataset, DatasetVersion
+    from app.models.dataset import Dataset, DatasetVersion
 
     def counted() -> tuple[float, float]:
         labels = {"kind": "charge"}

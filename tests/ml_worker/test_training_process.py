@@ -224,7 +224,7 @@ def test_a_dead_workers_lease_runs_out_and_its_job_shard_and_merge_are_taken_ove
     and a job whose takes pass the bound is failed and refunded once."""
     from app.models.training import TrainingJobCreate
     from app.queue.embedded import EmbeddedBroker
-    from app.services import datasets, training, users
+    from app.services import datasets, training, training_leases, training_shards, users
     from app.services.outbox import OutboxRelay
     from app.store import ArtifactRef, make_store
 
@@ -252,56 +252,58 @@ def test_a_dead_workers_lease_runs_out_and_its_job_shard_and_merge_are_taken_ove
         job_id = submit(1)
         s.execute(sa.text("UPDATE outbox SET sent_at = now()"))  # published and delivered
         s.commit()
-        assert training.start(s, job_id, worker="a", lease_seconds=0.5) is not None
-        assert training.start(s, job_id, worker="b", lease_seconds=0.5) is None  # a duplicate while "a" lives
-        assert training.renew(s, job_id=job_id, worker="a", lease_seconds=0.5)
+        assert training_leases.start(s, job_id, worker="a", lease_seconds=0.5) is not None
+        assert training_leases.start(s, job_id, worker="b", lease_seconds=0.5) is None  # a duplicate while "a" lives
+        assert training_leases.renew(s, job_id=job_id, worker="a", lease_seconds=0.5)
         assert relay.requeue_stale_training(300) == 0
         time.sleep(0.6)  # "a" died: nobody renews its lease
         assert relay.requeue_stale_training(300) == 1 and unsent() == {job_id}
         assert relay.requeue_stale_training(300) == 0  # once, not at every sweep
-        taken = training.start(s, job_id, worker="b", lease_seconds=30)
+        taken = training_leases.start(s, job_id, worker="b", lease_seconds=30)
         assert taken is not None and taken.attempts == 2 and taken.lease_owner == "b"
-        assert not training.renew(s, job_id=job_id, worker="a", lease_seconds=30)
+        assert not training_leases.renew(s, job_id=job_id, worker="a", lease_seconds=30)
 
         # A sharded job: "a" trains shard 0 and dies; "b" trains both shards, claims the merge and dies in it.
         sharded = submit(2)
         s.execute(sa.text("UPDATE outbox SET sent_at = now()"))
         s.commit()
-        first, second = training.shards_of(s, sharded)
+        first, second = training_shards.shards_of(s, sharded)
         fake = ArtifactRef(md5="0" * 32, size=1, path="training/x/shard.skops")
-        assert (take := training.start_shard(s, job_id=sharded, shard_id=first.id, worker="a", lease_seconds=0.5))
+        assert (
+            take := training_shards.start_shard(s, job_id=sharded, shard_id=first.id, worker="a", lease_seconds=0.5)
+        )
         assert take.taken
         time.sleep(0.6)
         assert relay.requeue_stale_training(300) == 1 and unsent() == {first.id}
         s.execute(sa.text("UPDATE outbox SET sent_at = now()"))
         s.commit()
         for shard in (first, second):
-            take = training.start_shard(s, job_id=sharded, shard_id=shard.id, worker="b", lease_seconds=30)
+            take = training_shards.start_shard(s, job_id=sharded, shard_id=shard.id, worker="b", lease_seconds=30)
             assert take is not None and take.taken
-            assert training.complete_shard(
+            assert training_shards.complete_shard(
                 s, shard_id=shard.id, rows=70, artifact=fake, duration_seconds=0.1, worker="b"
             )
-        assert not training.complete_shard(
+        assert not training_shards.complete_shard(
             s, shard_id=first.id, rows=70, artifact=fake, duration_seconds=0.1, worker="a"
         )
-        assert training.claim_merge(s, sharded, worker="b", lease_seconds=0.5) is not None
-        assert training.claim_merge(s, sharded, worker="c", lease_seconds=30) is None  # "b" holds the merge
+        assert training_shards.claim_merge(s, sharded, worker="b", lease_seconds=0.5) is not None
+        assert training_shards.claim_merge(s, sharded, worker="c", lease_seconds=30) is None  # "b" holds the merge
         time.sleep(0.6)
         assert relay.requeue_stale_training(300) == 1 and unsent() == {min(first.id, second.id)}
-        merged = training.claim_merge(s, sharded, worker="c", lease_seconds=30)
+        merged = training_shards.claim_merge(s, sharded, worker="c", lease_seconds=30)
         assert merged is not None and merged.lease_owner == "c"
-        training.release_merge(s, sharded, worker="b")  # "b" let go of nothing: it no longer holds the merge
-        assert training.claim_merge(s, sharded, worker="d", lease_seconds=30) is None
+        training_shards.release_merge(s, sharded, worker="b")  # "b" let go of nothing: it no longer holds the merge
+        assert training_shards.claim_merge(s, sharded, worker="d", lease_seconds=30) is None
 
         # A job that kills every worker: the take after the bound fails and refunds it, once.
         poison = submit(1)
         for n in range(3):
-            took = training.start(s, poison, worker=f"w{n}", lease_seconds=0.01, max_takes=2)
+            took = training_leases.start(s, poison, worker=f"w{n}", lease_seconds=0.01, max_takes=2)
             assert took is not None
             time.sleep(0.02)
         assert took is not None and took.status == "failed" and "stopped its worker 2 times" in (took.error or "")
-        assert training.start(s, poison, worker="w9", lease_seconds=0.01, max_takes=2) is None
-        assert not training.fail(s, job_id=poison, reason="again")
+        assert training_leases.start(s, poison, worker="w9", lease_seconds=0.01, max_takes=2) is None
+        assert not training_leases.fail(s, job_id=poison, reason="again")
         refunds = s.execute(
             sa.text("SELECT count(*) FROM ledger_entries WHERE task_id = :t AND kind = 'refund'"), {"t": poison}
         ).scalar_one()

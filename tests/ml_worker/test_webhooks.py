@@ -27,11 +27,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sklearn.datasets import load_iris
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, delete, select
 
 from app.core.config import Settings
 from app.main import create_app
-from app.models.webhook import WebhookEvent
+from app.models.webhook import WebhookDelivery, WebhookEvent
 from ml_worker.webhooks import WebhookSender
 from tests.conftest import make_settings
 from tests.samples import DIABETES_ROW
@@ -242,6 +242,41 @@ def test_a_failed_delivery_is_retried_and_a_redirect_is_not_followed(
     ]
     assert len(receiver.to("/moved")) == 3
     assert receiver.to("/landing") == []
+
+
+@pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)
+def test_an_event_whose_message_was_lost_is_published_again_by_the_relays_sweep(
+    client: TestClient, engine: Engine, publish_model: Callable[..., Any], receiver: Receiver
+) -> None:
+    publish_model("diabetes-linear")
+    headers = signed_in(client)
+    r = client.post(
+        PREDICT,
+        json={"model": "diabetes-linear", "rows": [DIABETES_ROW], "webhook": receiver.url + "/lost"},
+        headers=headers,
+    )
+    assert r.status_code == 202, r.text
+    task_id = r.json()["id"]
+    wait_for(lambda: event_statuses(engine, task_id).get("completed") == "delivered", "the first delivery")
+    relay = client.app.state.relay  # type: ignore[attr-defined]
+    assert relay.requeue_stale_webhooks(0) == 0  # delivered: nothing to send again
+
+    # The broker lost the message: the event is still pending, its outbox row sent, and no attempt was made.
+    with Session(engine) as s:
+        event = s.exec(select(WebhookEvent).where(WebhookEvent.task_id == task_id)).one()
+        s.exec(delete(WebhookDelivery).where(WebhookDelivery.event_id == event.id))  # type: ignore[call-overload]
+        event.status, event.attempts, event.finished_at = "pending", 0, None
+        s.add(event)
+        s.commit()
+    assert relay.requeue_stale_webhooks(3600) == 0  # published moments ago: its retries may still be waiting
+    assert relay.requeue_stale_webhooks(0) == 1
+    relay.wake()
+    wait_for(lambda: event_statuses(engine, task_id).get("completed") == "delivered", "the delivery after the sweep")
+    first, again = receiver.to("/lost")
+    assert first.headers["webhook-id"] == again.headers["webhook-id"] and first.body == again.body
+    secret = client.get(SECRET, headers=headers).json()["secret"]
+    assert verifies(secret, again.headers, again.body)
+    assert [x["attempt"] for x in deliveries(client, headers, task_id)] == [1]
 
 
 @pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)

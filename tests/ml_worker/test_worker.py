@@ -12,7 +12,7 @@ from sqlmodel import Session
 from app.core.config import Settings
 from app.models.task import Task
 from app.runtime.cache import ModelCache
-from app.services import catalog, ledger, predictions, users
+from app.services import catalog, ledger, predictions, submissions, users
 from app.store import make_store
 from ml_worker.worker import CRASH_ALLOWANCE, PredictionWorker
 from tests.samples import DIABETES_ROW
@@ -27,7 +27,7 @@ def submitted_task(engine: Engine, publish_model: Callable[..., Any]) -> tuple[s
         ledger.top_up(s, user_id=payer.id or 0, amount=10, idempotency_key="k")
         model = catalog.resolve(s, "diabetes-linear")
         rows = predictions.prepare_rows(catalog.features_of(model), [DIABETES_ROW, DIABETES_ROW], max_rows=10)
-        task = predictions.submit(s, user_id=payer.id or 0, model=model, rows=rows)
+        task = submissions.submit(s, user_id=payer.id or 0, model=model, rows=rows)
         return task.task_id, payer.id or 0
 
 
@@ -84,7 +84,7 @@ def test_a_batch_of_tasks_from_several_payers_settles_each_once(
             for name, sample in samples.items():
                 model = catalog.resolve(s, name)
                 rows = predictions.prepare_rows(catalog.features_of(model), [sample] * (n + 1), max_rows=10)
-                ids.append(predictions.submit(s, user_id=payer.id or 0, model=model, rows=rows).task_id)
+                ids.append(submissions.submit(s, user_id=payer.id or 0, model=model, rows=rows).task_id)
     w = worker(settings, engine)
     outcomes = w.run_tasks([*ids, ids[0], "no-such-task"])
     assert outcomes[: len(ids)] == ["succeeded"] * len(ids)

@@ -11,7 +11,8 @@ from prometheus_client import REGISTRY
 
 from app.runtime.cache import ModelCache
 from app.runtime.model import ModelRuntime, save_artifact
-from app.runtime.training import demo_models, train
+from app.runtime.training import train
+from app.services.demo import demo_models
 from app.store import ArtifactRef, LocalRemoteStore, file_md5
 
 # DVC 3.67 uses a deprecated pygtrie attribute internally.

@@ -12,17 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app.runtime.compiled import (
-    DOUBLE_RTOL,
-    FLOAT32_RTOL,
-    MISSING_STRING,
-    PROBABILITY_ATOL,
-    CompiledModel,
-    CompiledModelError,
-    compile_pipeline,
-)
+from app.runtime.algorithms import ALGORITHMS
+from app.runtime.compiled import MISSING_STRING, CompiledModel, CompiledModelError
+from app.runtime.evaluation import TrainResult
+from app.runtime.onnx_export import DOUBLE_RTOL, FLOAT32_RTOL, PROBABILITY_ATOL, compile_pipeline
 from app.runtime.schema import Feature
-from app.runtime.training import ALGORITHMS, TrainResult, merge_shards, train, train_shard
+from app.runtime.sharding import merge_shards, train_shard
+from app.runtime.training import train
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST: dict[str, dict[str, Any]] = {

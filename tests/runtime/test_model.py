@@ -12,8 +12,12 @@ import skops.io as sio
 from sklearn.preprocessing import FunctionTransformer
 
 from app.core.errors import Unprocessable
+from app.runtime.algorithms import ALGORITHMS
+from app.runtime.evaluation import TrainResult
 from app.runtime.model import ModelLoadError, ModelRuntime, UntrustedModelError, is_trusted_type, save_artifact
-from app.runtime.training import ALGORITHMS, DemoModelSpec, TrainResult, build_pipeline, demo_models, train
+from app.runtime.pipelines import build_pipeline
+from app.runtime.training import train
+from app.services.demo import DemoModelSpec, demo_models
 
 DEMO = {spec.name: spec for spec in demo_models()}
 

@@ -21,7 +21,8 @@ from sklearn.metrics import (
 from sklearn.model_selection import train_test_split
 
 from app.core.errors import Unprocessable
-from app.runtime.training import ALGORITHMS, checked_hyperparameters, train
+from app.runtime.algorithms import ALGORITHMS, checked_hyperparameters
+from app.runtime.training import train
 
 EXPECTED = {
     "LinearRegression": "regression",

@@ -10,8 +10,8 @@ import pandas as pd
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 
+from app.api.middleware import BodySizeLimitMiddleware
 from app.core.config import Settings
-from app.core.handlers import BodySizeLimitMiddleware
 from app.models.catalog import ModelTask
 from tests.api.routes.test_predictions import PREDICT, top_up, wait_finished
 from tests.models import train_and_publish

@@ -21,8 +21,8 @@ from sqlmodel import Session
 from app.core.config import Settings
 from app.main import create_app
 from app.models.catalog import ModelTask, ModelVersion
-from app.runtime.training import demo_models
 from app.services import ledger, users
+from app.services.demo import demo_models
 from tests.conftest import TEST_SECRET
 from tests.models import train_and_publish
 

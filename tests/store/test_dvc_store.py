@@ -16,7 +16,7 @@ import pytest
 
 from app.core.config import Environment, Settings
 from app.core.errors import ArtifactCorrupted, ArtifactMissing, BadRequest, StoreError
-from app.store import ArtifactRef, DvcStore, LocalRemoteStore, S3RemoteStore, dvc_store, make_store
+from app.store import ArtifactRef, DvcStore, LocalRemoteStore, S3RemoteStore, make_store, remotes
 from tests.s3_server import S3Server
 
 StoreFactory = Callable[[str], DvcStore]
@@ -326,7 +326,7 @@ def test_a_corrupted_remote_object_replaces_no_local_copy_and_leaves_no_partial_
 def test_fetch_from_s3_reports_an_unreachable_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import socket
 
-    monkeypatch.setattr(dvc_store, "S3_FETCH_ATTEMPTS", 1)  # no backoff between retries in the test
+    monkeypatch.setattr(remotes, "S3_FETCH_ATTEMPTS", 1)  # no backoff between retries in the test
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -17,7 +17,8 @@ from app import cli
 from app.core.config import Settings
 from app.models.base import utcnow
 from app.models.catalog import ModelVersion
-from app.models.training import Dataset, DatasetVersion, TrainingJob, TrainingShard
+from app.models.dataset import Dataset, DatasetVersion
+from app.models.training import TrainingJob, TrainingShard
 from app.services import users
 from app.store import ArtifactRef, LocalRemoteStore, gc, make_store
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from fastapi import APIRouter, Path, Request, Response, status
+from fastapi import APIRouter, Path, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from app.api.deps import AdminUser, SessionDep, SettingsDep
+from app.api.deps import AdminUser, BrokerDep, RelayDep, SessionDep, SettingsDep
 from app.api.routes.common import IdempotencyKeyHeader, Limit, Offset, require_idempotency_key
 from app.core.errors import Unprocessable
 from app.models.ledger import AdminCreditRequest, LedgerEntryPublic, LedgerReport, TopUpResult
@@ -64,22 +64,21 @@ class QueuesPublic(BaseModel):
 
 
 @router.get("/queues", response_model=QueuesPublic)
-async def queue_depths(_: AdminUser, request: Request) -> QueuesPublic:
+async def queue_depths(_: AdminUser, broker: BrokerDep, relay: RelayDep, settings: SettingsDep) -> QueuesPublic:
     """How much work waits: per task queue, and committed tasks the outbox relay has not published yet."""
-    state = request.app.state
     depths = []
     for names in outbox.task_queues():
         queue = names[0]
         counts: list[int | None] = []
         for name in names:
             try:
-                counts.append(await asyncio.wait_for(state.broker.queue_depth(name), timeout=5))
+                counts.append(await asyncio.wait_for(broker.queue_depth(name), timeout=5))
             except Exception:  # the broker is down: say so rather than fail the page
                 counts.append(None)
         depths.append(QueueDepth(queue=queue, ready=counts[0], retrying=counts[1], dead=counts[2]))
-    unsent = await run_in_threadpool(state.relay.unsent_count)
-    broker = "embedded" if state.settings.embedded_queue else "rabbitmq"
-    return QueuesPublic(broker=broker, outbox_unsent=unsent, queues=depths)
+    unsent = await run_in_threadpool(relay.unsent_count)
+    kind = "embedded" if settings.embedded_queue else "rabbitmq"
+    return QueuesPublic(broker=kind, outbox_unsent=unsent, queues=depths)
 
 
 @router.get("/ledger/verify", response_model=LedgerReport)

@@ -6,12 +6,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, status
 from fastapi.security import OAuth2PasswordRequestForm
 
-from app.api.deps import SessionDep, SettingsDep
+from app.api.deps import SecretKeyDep, SessionDep, SettingsDep, ThrottleDep
 from app.core import security
 from app.core.errors import TooManyRequests, Unauthorized
 from app.models.user import Token, UserCreate, UserPublic
 from app.services import users
-from app.services.throttle import LoginThrottle
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -40,8 +39,9 @@ def issue_token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
     session: SessionDep,
     settings: SettingsDep,
+    throttle: ThrottleDep,
+    secret_key: SecretKeyDep,
 ) -> Token:
-    throttle: LoginThrottle = request.app.state.login_throttle
     address = request.client.host if request.client else "unknown"
     wait = throttle.retry_after(form.username, address)
     if wait is not None:
@@ -57,5 +57,5 @@ def issue_token(
         raise Unauthorized("incorrect email or password")
     throttle.reset(form.username, address)
     expires = timedelta(minutes=settings.access_token_expire_minutes)
-    token = security.create_access_token(str(user.id), request.app.state.secret_key, expires)
+    token = security.create_access_token(str(user.id), secret_key, expires)
     return Token(access_token=token, expires_in=int(expires.total_seconds()))

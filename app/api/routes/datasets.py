@@ -6,11 +6,11 @@ from fastapi import APIRouter, Path, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from app.api.deps import CurrentUser, SessionDep, SettingsDep
+from app.api.deps import CurrentUser, SessionDep, SettingsDep, StoreDep
 from app.api.routes.common import Limit, Offset
+from app.api.text_guard import unstorable_text
 from app.core.errors import BadRequest, PayloadTooLarge
-from app.core.handlers import unstorable_text
-from app.models.training import (
+from app.models.dataset import (
     AppendRowsRequest,
     Dataset,
     DatasetInfo,
@@ -85,7 +85,9 @@ def _check_text(text: str, key: str) -> None:
     openapi_extra={"requestBody": _UPLOAD_BODY},
     responses={400: {"description": "The CSV cannot be used (see detail)"}, 413: {"description": "File too large"}},
 )
-async def upload_dataset(request: Request, user: CurrentUser, session: SessionDep, settings: SettingsDep) -> Any:
+async def upload_dataset(
+    request: Request, user: CurrentUser, session: SessionDep, settings: SettingsDep, store: StoreDep
+) -> Any:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "multipart/form-data":
         raise BadRequest("send a multipart form with a CSV 'file' (and optionally 'target' and 'name')")
@@ -104,7 +106,7 @@ async def upload_dataset(request: Request, user: CurrentUser, session: SessionDe
     dataset, version = await run_in_threadpool(
         datasets.create,
         session,
-        request.app.state.store,
+        store,
         settings,
         user_id=user.id or 0,
         name=name,
@@ -136,11 +138,11 @@ def read_dataset(dataset_id: DatasetId, user: CurrentUser, session: SessionDep) 
 
 @router.get("/{dataset_id}/info", response_model=DatasetInfo, responses={404: {"description": "No such dataset"}})
 def dataset_info(
-    dataset_id: DatasetId, request: Request, user: CurrentUser, session: SessionDep, settings: SettingsDep
+    dataset_id: DatasetId, user: CurrentUser, session: SessionDep, settings: SettingsDep, store: StoreDep
 ) -> DatasetInfo:
     dataset = datasets.get_for_user(session, user_id=user.id or 0, dataset_id=dataset_id)
     version = datasets.version_of(session, dataset)
-    columns, target_summary = datasets.describe(request.app.state.store, dataset, version, settings)
+    columns, target_summary = datasets.describe(store, dataset, version, settings)
     return DatasetInfo(
         **to_public(dataset, version).model_dump(),
         column_summary=columns,
@@ -152,17 +154,17 @@ def dataset_info(
 @router.get("/{dataset_id}/rows", response_model=DatasetRows, responses={404: {"description": "No such dataset"}})
 def read_rows(
     dataset_id: DatasetId,
-    request: Request,
     user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
+    store: StoreDep,
     offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=1000, description="How many rows to return")] = 100,
     version: Annotated[int | None, Query(ge=1, le=2**31 - 1, description="A version other than the current")] = None,
 ) -> DatasetRows:
     dataset = datasets.get_for_user(session, user_id=user.id or 0, dataset_id=dataset_id)
     found = datasets.version_of(session, dataset, version)
-    total, rows = datasets.rows_page(request.app.state.store, dataset, found, settings, offset, limit)
+    total, rows = datasets.rows_page(store, dataset, found, settings, offset, limit)
     return DatasetRows(dataset_id=dataset_id, version=found.version, total=total, offset=offset, limit=limit, rows=rows)
 
 
@@ -175,15 +177,15 @@ def read_rows(
 def append_rows(
     dataset_id: DatasetId,
     body: AppendRowsRequest,
-    request: Request,
     user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
+    store: StoreDep,
 ) -> DatasetPublic:
     dataset = datasets.get_for_user(session, user_id=user.id or 0, dataset_id=dataset_id, include_deleted=False)
     if len(body.rows) > settings.dataset_max_rows:
         raise BadRequest(f"csv must have at most {settings.dataset_max_rows} rows")
-    version = datasets.append_rows(session, request.app.state.store, settings, dataset, body.rows)
+    version = datasets.append_rows(session, store, settings, dataset, body.rows)
     return to_public(dataset, version)
 
 
@@ -206,13 +208,13 @@ def restore_dataset(dataset_id: DatasetId, user: CurrentUser, session: SessionDe
 )
 def delete_dataset(
     dataset_id: DatasetId,
-    request: Request,
     user: CurrentUser,
     session: SessionDep,
+    store: StoreDep,
     hard: Annotated[bool, Query(description="Remove the dataset and its files from the store for good")] = False,
 ) -> None:
     dataset = datasets.get_for_user(session, user_id=user.id or 0, dataset_id=dataset_id)
     if hard:
-        datasets.hard_delete(session, request.app.state.store, dataset)
+        datasets.hard_delete(session, store, dataset)
     else:
         datasets.soft_delete(session, dataset)

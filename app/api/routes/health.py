@@ -5,11 +5,11 @@ import time
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from sqlalchemy.engine import Engine
 
-from app.api.deps import get_engine
+from app.api.deps import BrokerDep, ReadinessFailuresDep, SettingsDep, StoreDep, get_engine
 
 router = APIRouter(prefix="/api/health", tags=["health"])
 
@@ -41,16 +41,19 @@ TOLERATED = ("broker", "store")
 
 
 @router.get("/ready", responses={503: {"description": "A dependency is unavailable"}})
-async def ready(request: Request, engine: Annotated[Engine, Depends(get_engine)]) -> JSONResponse:
+async def ready(
+    engine: Annotated[Engine, Depends(get_engine)],
+    broker: BrokerDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    failing_since: ReadinessFailuresDep,
+) -> JSONResponse:
     checks = {
         "database": await _outcome(asyncio.to_thread(_check_database, engine)),
-        "broker": await _outcome(request.app.state.broker.ping()),
-        "store": await _outcome(asyncio.to_thread(request.app.state.store.check)),
+        "broker": await _outcome(broker.ping()),
+        "store": await _outcome(asyncio.to_thread(store.check)),
     }
-    grace = request.app.state.settings.readiness_grace_seconds
-    failing_since: dict[str, float] | None = getattr(request.app.state, "readiness_failing_since", None)
-    if failing_since is None:  # since when each tolerated dependency has been failing, in this process
-        failing_since = request.app.state.readiness_failing_since = {}
+    grace = settings.readiness_grace_seconds
     now = time.monotonic()
     for name in TOLERATED:
         if checks[name] == "ok":

@@ -1,7 +1,7 @@
 """Open Inference Protocol (KServe V2) REST endpoints for catalog models, billed per row.
 
 The routes only translate HTTP: the work is the data plane's (app.services.dataplane), which the gRPC
-transport calls too. Errors here are ``{"error": "..."}`` as the protocol says (see app.core.handlers).
+transport calls too. Errors here are ``{"error": "..."}`` as the protocol says (see app.api.errors).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from fastapi.security.utils import get_authorization_scheme_param
 from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 
-from app.api.deps import DataPlaneDep, TokenDep
+from app.api.deps import DataPlaneDep, TokenDep, get_dataplane
 from app.core.errors import BadRequest, NotFound
 from app.models.catalog import MODEL_NAME_PATTERN
 from app.services import oip
@@ -108,7 +108,7 @@ async def serve_infer(request: Request) -> Response:
         if not (text.isascii() and text.isdigit() and len(text) <= 10 and 1 <= int(text) <= _MAX_VERSION):
             raise NotFound(f"model {name!r} has no version {text[:20]!r}")
         version = int(text)
-    dataplane: DataPlane = request.app.state.dataplane
+    dataplane = await get_dataplane(request)
     scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
     caller = await dataplane.authenticate(token if scheme.lower() == "bearer" else None)
     return await _infer(request, caller, dataplane, name, version)

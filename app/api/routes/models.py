@@ -16,7 +16,8 @@ router = APIRouter(prefix="/models", tags=["models"])
 def list_models(session: ReadSessionDep) -> list[ModelVersionPublic]:
     models = catalog.list_catalog(session)
     owners = catalog.author_names(session, models)
-    return catalog.with_price_history(session, [catalog.to_public(m, owners) for m in models])
+    public = catalog.with_price_history(session, [catalog.to_public(m, owners) for m in models])
+    return catalog.with_usage(session, public)
 
 
 @router.get("/{name}", response_model=ModelPublic, responses={404: {"description": "No such model"}})
@@ -28,6 +29,8 @@ def read_model(session: ReadSessionDep, name: str = Path(max_length=64)) -> Mode
         raise NotFound(f"model {name!r} not found; GET /api/v1/models lists the catalog")
     owners = catalog.author_names(session, versions)
     current = next((v for v in versions if v.status == "published"), versions[0])
-    public = catalog.with_price_history(session, [catalog.to_public(v, owners) for v in versions])
+    public = catalog.with_usage(
+        session, catalog.with_price_history(session, [catalog.to_public(v, owners) for v in versions])
+    )
     shown = next(p for p in public if p.version == current.version)
     return ModelPublic.model_validate(shown, update={"versions": public})

@@ -14,13 +14,13 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from app.api.deps import CurrentPrincipal, CurrentUser, DataPlaneDep, ReadSessionDep, SettingsDep, get_engine
+from app.api.errors import describe_validation_errors
 from app.api.routes.common import Limit, Offset
 from app.api.routes.webhooks import WEBHOOK_PROPERTIES, webhook_target
 from app.api.sse import state_events
 from app.core.config import Settings
 from app.core.db import read_session
 from app.core.errors import BadRequest, PayloadTooLarge, Unprocessable
-from app.core.handlers import describe_validation_errors
 from app.core.logging import current_request_id
 from app.core.notify import Watch
 from app.models.catalog import ModelVersion
@@ -33,7 +33,7 @@ from app.models.task import (
     TaskPublic,
     TaskStatus,
 )
-from app.services import predictions, results, webhooks
+from app.services import predictions, results, submissions, webhooks
 from app.services.billing import Priced, check_price
 from app.services.dataplane import ServedModel
 
@@ -236,7 +236,7 @@ async def create_prediction(
     model = await dataplane.model(payload.model, payload.version)
     check_price(model.name, model.version, model.price_per_row, payload.max_price_per_row)
     rows = await _prepared(payload, model, settings.predict_max_rows)
-    submission = predictions.Submission(
+    submission = submissions.Submission(
         user_id=principal.user_id,
         model=Priced(model.id, model.name, model.version, model.price_per_row, model.owner_id),
         features=model.features,

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from sqlmodel import Session, select
 
-from app.api.deps import CurrentUser, SessionDep, SettingsDep, get_engine
+from app.api.deps import CurrentUser, RelayDep, SessionDep, SettingsDep, StoreDep, get_engine
 from app.api.routes.common import Limit, Offset
 from app.api.routes.webhooks import WebhookOfBody
 from app.api.sse import state_events
@@ -53,15 +53,15 @@ def to_public(session: Session, job: TrainingJob) -> TrainingJobPublic:
 )
 def create_training_job(
     body: TrainingJobCreate,
-    request: Request,
     user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
     webhook: WebhookOfBody,
+    relay: RelayDep,
 ) -> TrainingJobPublic:
     """Also takes ``webhook`` and ``webhook_events``, as a prediction does."""
     job = training.submit(session, settings, user_id=user.id or 0, request=body, webhook=webhook)
-    request.app.state.relay.wake()
+    relay.wake()
     return to_public(session, job)
 
 
@@ -136,12 +136,12 @@ def download_report(job_id: str, user: CurrentUser, session: SessionDep) -> Resp
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}}}, **NOT_FOUND, 409: {}},
 )
-def download_artifact(job_id: str, request: Request, user: CurrentUser, session: SessionDep) -> FileResponse:
+def download_artifact(job_id: str, user: CurrentUser, session: SessionDep, store: StoreDep) -> FileResponse:
     job = _succeeded(session, user.id or 0, job_id)
     ref = training.artifact_ref(job)
     if ref is None:
         raise Conflict(f"training job {job_id} has no model file")
-    path = request.app.state.store.fetch(ref)
+    path = store.fetch(ref)
     return FileResponse(path, media_type="application/octet-stream", filename=f"model-{job_id}.skops")
 
 
@@ -153,10 +153,10 @@ def download_artifact(job_id: str, request: Request, user: CurrentUser, session:
 )
 def retrain_job(
     job_id: str,
-    request: Request,
     user: CurrentUser,
     session: SessionDep,
     settings: SettingsDep,
+    relay: RelayDep,
     body: RetrainRequest | None = None,
 ) -> TrainingJobPublic:
     job = training.get_for_user(session, user_id=user.id or 0, job_id=job_id)
@@ -169,7 +169,7 @@ def retrain_job(
         dataset_id=body.dataset_id,
         hyperparameters=body.hyperparameters,
     )
-    request.app.state.relay.wake()
+    relay.wake()
     return to_public(session, new)
 
 
@@ -182,14 +182,14 @@ def restore_job(job_id: str, user: CurrentUser, session: SessionDep) -> Training
 @router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT, responses={**NOT_FOUND, 422: {}})
 def delete_job(
     job_id: str,
-    request: Request,
     user: CurrentUser,
     session: SessionDep,
+    store: StoreDep,
     hard: Annotated[bool, Query(description="Remove the job and its model file from the store for good")] = False,
 ) -> None:
     job = training.get_for_user(session, user_id=user.id or 0, job_id=job_id)
     if hard:
-        training.hard_delete(session, request.app.state.store, job)
+        training.hard_delete(session, store, job)
     else:
         training.soft_delete(session, job)
 

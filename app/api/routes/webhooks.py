@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 
 from app.api.deps import CurrentUser, ReadSessionDep, SessionDep, SettingsDep
+from app.api.errors import describe_validation_errors
 from app.core.config import Settings
 from app.core.errors import Unprocessable
-from app.core.handlers import describe_validation_errors
 from app.models.webhook import WebhookDeliveryPublic, WebhookRequest, WebhookSecretPublic
 from app.services import predictions, training, webhooks
 

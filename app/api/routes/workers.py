@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.deps import AdminUser, SessionDep
-from app.models.training import WorkerPublic
+from app.models.worker import WorkerPublic
 from app.services import workers
 
 router = APIRouter(prefix="/admin/workers", tags=["admin"])

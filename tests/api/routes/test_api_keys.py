@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from app.models.api_key import ApiKey, ApiKeyCreate
-from app.services import api_keys, catalog, ledger, predictions, users
+from app.services import api_keys, catalog, ledger, predictions, submissions, task_runs, users
 from tests.api.routes.test_predictions import PREDICT, balance, rows, top_up, wait_finished
 from tests.conftest import TEST_SECRET
 from tests.http_clients import paying_user
@@ -216,14 +216,14 @@ def test_a_refunded_task_gives_its_cost_back_to_the_keys_monthly_spend(
     prepared = predictions.prepare_rows(features, rows(2), max_rows=100)
 
     def submit() -> Any:
-        sub = predictions.Submission(
+        sub = submissions.Submission(
             user_id=user.id or 0,
-            model=predictions.priced(model),
+            model=submissions.priced(model),
             features=features,
             rows=prepared,
             api_key_id=created.id,
         )
-        (result,) = predictions.submit_many(engine, [sub])
+        (result,) = submissions.submit_many(engine, [sub])
         return result
 
     first = submit()
@@ -231,12 +231,12 @@ def test_a_refunded_task_gives_its_cost_back_to_the_keys_monthly_spend(
     refused = submit()
     assert isinstance(refused, api_keys.SpendLimitReached) and refused.status_code == 402
     with Session(engine) as s:
-        assert predictions.fail(s, task_id=first.task_id, reason="the model could not be loaded")
+        assert task_runs.fail(s, task_id=first.task_id, reason="the model could not be loaded")
     with Session(engine) as s:
         key = s.get(ApiKey, created.id)
         assert key is not None and api_keys.spent_this_month(key) == 0
         assert ledger.balance_of(s, user.id or 0) == 100
-        assert not predictions.fail(s, task_id=first.task_id, reason="again")  # refunded once only
+        assert not task_runs.fail(s, task_id=first.task_id, reason="again")  # refunded once only
     again = submit()
     assert not isinstance(again, BaseException) and again.cost == 10
     with engine.connect() as c:

@@ -311,7 +311,7 @@ def test_a_pinned_version_is_used_and_billed_at_its_price(
 def test_failed_tasks_are_refunded_exactly_once(
     engine: Engine, client: TestClient, make_user: Callable[..., dict[str, str]], publish_model: Callable[..., Any]
 ) -> None:
-    from app.services import predictions
+    from app.services import task_runs
 
     publish_model("diabetes-linear")
     headers = make_user()
@@ -320,7 +320,7 @@ def test_failed_tasks_are_refunded_exactly_once(
     done = wait_finished(client, headers, task_id)
     assert done["status"] == "succeeded"
     with Session(engine) as s:
-        assert predictions.fail(s, task_id=task_id, reason="late failure") is False
+        assert task_runs.fail(s, task_id=task_id, reason="late failure") is False
         assert ledger.verify(s).ok
     assert balance(client, headers) == 7
 

@@ -25,6 +25,7 @@ from app.core.errors import AppError, Forbidden, NotFound, Unauthorized, Unproce
 from app.models.api_key import ALL_SCOPES, ApiKey, ApiKeyCharge, ApiKeyCreate, ApiKeyCreated, ApiKeyPublic
 from app.models.base import utcnow
 from app.models.user import User
+from app.services import guarded
 
 MAX_KEYS_PER_USER = 100
 # last_used_at is written at most this often per key and process: a key in constant use costs no write per call.
@@ -99,13 +100,8 @@ def list_for_user(session: Session, *, user_id: int) -> Sequence[ApiKey]:
 
 def revoke(session: Session, *, user_id: int, key_id: int) -> None:
     """Revokes the user's key at once; another user's key, an unknown or an already revoked one is NotFound."""
-    revoked = session.execute(
-        sa.update(_keys)
-        .where(_keys.c.id == key_id, _keys.c.user_id == user_id, _keys.c.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
-    )
-    if revoked.rowcount != 1:  # type: ignore[attr-defined]
-        session.rollback()
+    live_and_own = [_keys.c.user_id == user_id, _keys.c.revoked_at.is_(None)]
+    if not guarded.change_status(session, _keys, key_id, {"revoked_at": utcnow()}, guards=live_and_own):
         raise NotFound(f"API key {key_id} not found")
     session.commit()
 

@@ -29,6 +29,7 @@ from app.runtime.dataset import (
     parse_csv,
     records_of,
 )
+from app.services import guarded
 from app.store.base import ArtifactRef
 from app.store.base import ArtifactStore as ArtifactStore  # for the routes, which do not import the store
 
@@ -196,18 +197,11 @@ def reset(session: Session, dataset: Dataset) -> DatasetVersion:
 
 
 def soft_delete(session: Session, dataset: Dataset) -> Dataset:
-    if dataset.deleted_at is None:
-        dataset.deleted_at = utcnow()
-        session.add(dataset)
-        session.commit()
-    return dataset
+    return guarded.soft_delete(session, dataset)
 
 
 def restore(session: Session, dataset: Dataset) -> Dataset:
-    dataset.deleted_at = None
-    session.add(dataset)
-    session.commit()
-    return dataset
+    return guarded.restore(session, dataset)
 
 
 def hard_delete(session: Session, store: ArtifactStore, dataset: Dataset) -> None:

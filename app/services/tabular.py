@@ -5,7 +5,7 @@ its predictions as ``[p1, p2, …]`` (orjson, numbers written straight from
 NumPy, a non-finite number as ``null``), in binary columns: no JSON object per
 row, no key repeated per row, nothing for the database to parse. Readers turn
 them back into NumPy arrays (for predicting) or stream them out as JSON, CSV,
-Arrow or Parquet (app.services.results).
+Arrow or Parquet (app.services.results, app.services.result_writers).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from app.core.notify import TASKS_CHANNEL
 from app.models.base import utcnow
 from app.models.ledger import ChargeHold, HoldStatus, LedgerEntry
 from app.models.task import OPEN_STATUSES, Task, TaskStatus
-from app.services import api_keys, batch_ledger, ledger, tabular, webhooks
+from app.services import api_keys, batch_ledger, guarded, ledger, tabular, webhooks
 from app.services.predictions import FINISHED, MAX_IDS_PER_NOTICE, STARTED, WATCHERS
 
 _tasks: sa.Table = Task.__table__  # type: ignore[attr-defined]
@@ -146,12 +146,8 @@ def _finish(connection: sa.Connection, outputs: dict[str, bytes], now: datetime)
         return {row[0]: None if row[1] is None else int(row[1]) for row in rows}
     held: dict[str, int | None] = {}
     for task_id, data in outputs.items():
-        updated = connection.execute(
-            sa.update(_tasks)
-            .where(_tasks.c.id == task_id, _tasks.c.status.in_(OPEN_STATUSES))
-            .values(status=TaskStatus.succeeded.value, outputs=data, finished_at=now, updated_at=now, error=None)
-        )
-        if updated.rowcount != 1:
+        succeeded = dict(status=TaskStatus.succeeded.value, outputs=data, finished_at=now, updated_at=now, error=None)
+        if not guarded.changed(connection, _tasks, task_id, succeeded, statuses=OPEN_STATUSES):
             continue
         amount = connection.execute(
             sa.update(_holds)
@@ -166,13 +162,8 @@ def _finish(connection: sa.Connection, outputs: dict[str, bytes], now: datetime)
 def fail(session: Session, *, task_id: str, reason: str) -> bool:
     """Marks a task failed and refunds its charge, in one transaction, exactly once."""
     now = utcnow()
-    updated = session.execute(
-        sa.update(_tasks)
-        .where(_tasks.c.id == task_id, _tasks.c.status.in_(OPEN_STATUSES))
-        .values(status=TaskStatus.failed.value, error=reason[:2000], finished_at=now, updated_at=now)
-    )
-    if updated.rowcount != 1:  # type: ignore[attr-defined]
-        session.rollback()
+    failed = dict(status=TaskStatus.failed.value, error=reason[:2000], finished_at=now, updated_at=now)
+    if not guarded.change_status(session, _tasks, task_id, failed, statuses=OPEN_STATUSES):
         return False
     if ledger.refund(session, task_id=task_id, memo="task failed"):
         api_keys.give_back(session, task_id=task_id)

@@ -18,14 +18,13 @@ from sqlmodel import Session, col, select
 
 from app.core.config import Settings
 from app.core.errors import NotFound, Unprocessable
-from app.models.base import utcnow
 from app.models.dataset import Dataset, DatasetVersion
 from app.models.task import OPEN_STATUSES, OutboxMessage, TaskStatus
 from app.models.training import TrainingJob, TrainingJobCreate, TrainingShard
 from app.queue.base import TRAIN_QUEUE
 from app.runtime.algorithms import ALGORITHMS, checked_hyperparameters
 from app.runtime.algorithms import Algorithm as Algorithm  # for the routes, which do not import the runtime
-from app.services import compiling, datasets, ledger, webhooks
+from app.services import compiling, datasets, guarded, ledger, webhooks
 from app.services.training_shards import shard_message, shard_ref, shards_of
 from app.store import gc
 from app.store.base import ArtifactRef, ArtifactStore
@@ -202,18 +201,11 @@ def open_job_messages(session: Session) -> list[tuple[str, dict[str, Any]]]:
 
 
 def soft_delete(session: Session, job: TrainingJob) -> TrainingJob:
-    if job.deleted_at is None:
-        job.deleted_at = utcnow()
-        session.add(job)
-        session.commit()
-    return job
+    return guarded.soft_delete(session, job)
 
 
 def restore(session: Session, job: TrainingJob) -> TrainingJob:
-    job.deleted_at = None
-    session.add(job)
-    session.commit()
-    return job
+    return guarded.restore(session, job)
 
 
 def files_of(session: Session, job_id: str) -> list[ArtifactRef]:

@@ -19,7 +19,7 @@ from app.models.base import utcnow
 from app.models.dataset import DatasetVersion
 from app.models.task import OPEN_STATUSES, TaskStatus
 from app.models.training import TrainingJob, TrainingShard
-from app.services import compiling, ledger, webhooks
+from app.services import compiling, guarded, ledger, webhooks
 from app.store.base import ArtifactRef
 
 if TYPE_CHECKING:
@@ -69,21 +69,17 @@ def start(
     take's own transaction; the job is returned failed.
     """
     now = utcnow()
-    updated = session.execute(
-        sa.update(_jobs)
-        .where(_jobs.c.id == job_id, takeable(_jobs, now, worker))
-        .values(
-            status=TaskStatus.running.value,
-            attempts=_jobs.c.attempts + 1,
-            progress=5,
-            stage="loading data",
-            lease_owner=worker[:128],
-            lease_until=now + timedelta(seconds=lease_seconds),
-            started_at=sa.func.coalesce(_jobs.c.started_at, now),
-            updated_at=now,
-        )
+    running = dict(
+        status=TaskStatus.running.value,
+        attempts=_jobs.c.attempts + 1,
+        progress=5,
+        stage="loading data",
+        lease_owner=worker[:128],
+        lease_until=now + timedelta(seconds=lease_seconds),
+        started_at=sa.func.coalesce(_jobs.c.started_at, now),
+        updated_at=now,
     )
-    if updated.rowcount != 1:  # type: ignore[attr-defined]
+    if not guarded.changed(session, _jobs, job_id, running, guards=[takeable(_jobs, now, worker)]):
         session.commit()
         return None
     if max_takes is not None and (takes := attempts_of(session, _jobs, job_id)) > max_takes:
@@ -103,13 +99,10 @@ def renew(session: Session, *, job_id: str, worker: str, lease_seconds: float, s
     now = utcnow()
     table, key = (_shards, shard_id) if shard_id is not None else (_jobs, job_id)
     values: dict[str, Any] = {"lease_until": now + timedelta(seconds=lease_seconds), "updated_at": now}
-    updated = session.execute(
-        sa.update(table)
-        .where(table.c.id == key, table.c.status == TaskStatus.running.value, table.c.lease_owner == worker[:128])
-        .values(**values)
-    )
+    held = [table.c.lease_owner == worker[:128]]
+    renewed = guarded.changed(session, table, key, values, statuses=TaskStatus.running.value, guards=held)
     session.commit()
-    return updated.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+    return renewed
 
 
 def progress(session: Session, job_id: str, percent: int, stage: str) -> None:
@@ -151,32 +144,25 @@ def complete(
     whose lease ran out and was taken over (it was thought dead) finds its result refused.
     """
     now = utcnow()
-    guard = [_jobs.c.id == job_id, _jobs.c.status.in_(OPEN_STATUSES)]
-    if worker is not None:
-        guard.append(_jobs.c.lease_owner == worker[:128])
-    updated = session.execute(
-        sa.update(_jobs)
-        .where(*guard)
-        .values(
-            lease_until=None,
-            status=TaskStatus.succeeded.value,
-            progress=100,
-            stage="done",
-            metrics=result.metrics,
-            report=result.report,
-            features=[f.model_dump(exclude_none=True) for f in result.features],
-            artifact_md5=artifact.md5,
-            artifact_size=artifact.size,
-            artifact_path=artifact.path,
-            **(compiled.columns() if compiled is not None else {}),
-            duration_seconds=duration_seconds,
-            error=None,
-            finished_at=now,
-            updated_at=now,
-        )
+    held = [] if worker is None else [_jobs.c.lease_owner == worker[:128]]
+    succeeded = dict(
+        lease_until=None,
+        status=TaskStatus.succeeded.value,
+        progress=100,
+        stage="done",
+        metrics=result.metrics,
+        report=result.report,
+        features=[f.model_dump(exclude_none=True) for f in result.features],
+        artifact_md5=artifact.md5,
+        artifact_size=artifact.size,
+        artifact_path=artifact.path,
+        **(compiled.columns() if compiled is not None else {}),
+        duration_seconds=duration_seconds,
+        error=None,
+        finished_at=now,
+        updated_at=now,
     )
-    if updated.rowcount != 1:  # type: ignore[attr-defined]
-        session.rollback()
+    if not guarded.change_status(session, _jobs, job_id, succeeded, statuses=OPEN_STATUSES, guards=held):
         return False
     ledger.settle(session, task_id=job_id, author_user_id=None, author_share_percent=0)
     webhooks.record_events(session.connection(), [job_id], webhooks.COMPLETED)
@@ -199,20 +185,15 @@ def fail(session: Session, *, job_id: str, reason: str, shard_id: str | None = N
 def fail_uncommitted(session: Session, *, job_id: str, reason: str, shard_id: str | None = None) -> bool:
     """:func:`fail` in the caller's transaction (rolled back and False when the job had already finished)."""
     now = utcnow()
-    updated = session.execute(
-        sa.update(_jobs)
-        .where(_jobs.c.id == job_id, _jobs.c.status.in_(OPEN_STATUSES))
-        .values(
-            status=TaskStatus.failed.value,
-            stage="failed",
-            error=reason[:2000],
-            lease_until=None,
-            finished_at=now,
-            updated_at=now,
-        )
+    failed = dict(
+        status=TaskStatus.failed.value,
+        stage="failed",
+        error=reason[:2000],
+        lease_until=None,
+        finished_at=now,
+        updated_at=now,
     )
-    if updated.rowcount != 1:  # type: ignore[attr-defined]
-        session.rollback()
+    if not guarded.change_status(session, _jobs, job_id, failed, statuses=OPEN_STATUSES):
         return False
     if shard_id is not None:
         session.execute(

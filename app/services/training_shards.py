@@ -12,7 +12,7 @@ from sqlmodel import Session, col, select
 from app.models.base import utcnow
 from app.models.task import TaskStatus
 from app.models.training import TrainingJob, TrainingShard
-from app.services import webhooks
+from app.services import guarded, webhooks
 from app.services.training_leases import LEASE_SECONDS, attempts_of, fail_uncommitted, takeable
 from app.store.base import ArtifactRef
 
@@ -70,20 +70,18 @@ def start_shard(
         session.rollback()
         return None
     webhooks.record_events(session.connection(), [job_id], webhooks.STARTED)
-    taken = session.execute(
-        sa.update(_shards)
-        .where(_shards.c.id == shard_id, _shards.c.job_id == job_id, takeable(_shards, now, worker))
-        .values(
-            status=TaskStatus.running.value,
-            attempts=_shards.c.attempts + 1,
-            worker=worker[:128],
-            lease_owner=worker[:128],
-            lease_until=now + timedelta(seconds=lease_seconds),
-            updated_at=now,
-        )
+    running = dict(
+        status=TaskStatus.running.value,
+        attempts=_shards.c.attempts + 1,
+        worker=worker[:128],
+        lease_owner=worker[:128],
+        lease_until=now + timedelta(seconds=lease_seconds),
+        updated_at=now,
     )
+    of_job = [_shards.c.job_id == job_id, takeable(_shards, now, worker)]
+    taken = guarded.changed(session, _shards, shard_id, running, guards=of_job)
     gave_up = False
-    takes = attempts_of(session, _shards, shard_id) if taken.rowcount == 1 else 0  # type: ignore[attr-defined]
+    takes = attempts_of(session, _shards, shard_id) if taken else 0
     if max_takes is not None and takes > max_takes:
         reason = f"a shard stopped its worker {takes - 1} times"
         gave_up = fail_uncommitted(session, job_id=job_id, reason=reason, shard_id=shard_id)
@@ -94,7 +92,7 @@ def start_shard(
     if shard is None or shard.job_id != job_id or shard.status == TaskStatus.failed.value:
         return None
     session.refresh(shard)
-    return ShardTake(shard=shard, taken=taken.rowcount == 1)  # type: ignore[attr-defined]
+    return ShardTake(shard=shard, taken=taken)
 
 
 def complete_shard(
@@ -109,27 +107,20 @@ def complete_shard(
     """Records a trained shard and moves its job's progress on. False when the shard was already closed (or,
     given ``worker``, taken over by another worker after this one's lease ran out)."""
     now = utcnow()
-    guard = [_shards.c.id == shard_id, _shards.c.status == TaskStatus.running.value]
-    if worker is not None:
-        guard.append(_shards.c.lease_owner == worker[:128])
-    updated = session.execute(
-        sa.update(_shards)
-        .where(*guard)
-        .values(
-            status=TaskStatus.succeeded.value,
-            rows=rows,
-            artifact_md5=artifact.md5,
-            artifact_size=artifact.size,
-            artifact_path=artifact.path,
-            duration_seconds=duration_seconds,
-            error=None,
-            lease_until=None,
-            finished_at=now,
-            updated_at=now,
-        )
+    held = [] if worker is None else [_shards.c.lease_owner == worker[:128]]
+    succeeded = dict(
+        status=TaskStatus.succeeded.value,
+        rows=rows,
+        artifact_md5=artifact.md5,
+        artifact_size=artifact.size,
+        artifact_path=artifact.path,
+        duration_seconds=duration_seconds,
+        error=None,
+        lease_until=None,
+        finished_at=now,
+        updated_at=now,
     )
-    if updated.rowcount != 1:  # type: ignore[attr-defined]
-        session.rollback()
+    if not guarded.change_status(session, _shards, shard_id, succeeded, statuses=TaskStatus.running.value, guards=held):
         return False
     session.commit()
     return True
@@ -182,23 +173,16 @@ def claim_merge(
         session.rollback()
         return None
     now = utcnow()
-    updated = session.execute(
-        sa.update(_jobs)
-        .where(
-            _jobs.c.id == job_id,
-            _jobs.c.status == TaskStatus.running.value,
-            sa.or_(_jobs.c.stage != MERGING, _jobs.c.lease_until.is_(None), _jobs.c.lease_until < now),
-        )
-        .values(
-            stage=MERGING,
-            progress=90,
-            attempts=_jobs.c.attempts + 1,
-            lease_owner=worker[:128],
-            lease_until=now + timedelta(seconds=lease_seconds),
-            updated_at=now,
-        )
+    merging = dict(
+        stage=MERGING,
+        progress=90,
+        attempts=_jobs.c.attempts + 1,
+        lease_owner=worker[:128],
+        lease_until=now + timedelta(seconds=lease_seconds),
+        updated_at=now,
     )
-    if updated.rowcount != 1:  # type: ignore[attr-defined]
+    unclaimed = sa.or_(_jobs.c.stage != MERGING, _jobs.c.lease_until.is_(None), _jobs.c.lease_until < now)
+    if not guarded.changed(session, _jobs, job_id, merging, statuses=TaskStatus.running.value, guards=[unclaimed]):
         session.commit()
         return None
     if max_takes is not None and (claims := attempts_of(session, _jobs, job_id) - 1) > max_takes:

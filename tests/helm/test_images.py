@@ -91,7 +91,7 @@ def test_lock_files_still_satisfy_pyproject(dockerfile: str) -> None:
 def test_the_api_and_worker_images_carry_no_web_ui_packages() -> None:
     for lock_name in ("api.txt", "worker.txt"):
         assert not set(locked(lock_name)) & UI_ONLY, lock_name
-    # The API serves Arrow and Parquet results (app/services/results.py): pyarrow stays.
+    # The API serves Arrow and Parquet results (app/services/result_writers.py): pyarrow stays.
     assert "pyarrow" in locked("api.txt") and "pyarrow" in locked("worker.txt")
     # The web UI imports neither app nor ml_worker: no model runtime and no server in its image.
     assert not set(locked("ui.txt")) & {"scikit-learn", "fastapi", "dvc", "catboost", "onnxruntime"}

@@ -1,45 +1,41 @@
+"""Submitting a prediction: JSON rows or a CSV or Parquet upload, charged and queued; `Prefer: wait=N` answers
+with the finished task."""
+
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
-from collections.abc import Callable
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Query, Request, status
-from fastapi.responses import Response, StreamingResponse
+from fastapi import APIRouter, Depends, Header, Request, status
+from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
-from app.api.deps import CurrentPrincipal, CurrentUser, DataPlaneDep, ReadSessionDep, SettingsDep, get_engine
+from app.api.deps import CurrentPrincipal, DataPlaneDep, SettingsDep, get_engine
 from app.api.errors import describe_validation_errors
-from app.api.routes.common import Limit, Offset
+from app.api.routes.prediction_reads import to_public
 from app.api.routes.webhooks import WEBHOOK_PROPERTIES, webhook_target
-from app.api.sse import state_events
 from app.core.config import Settings
 from app.core.db import read_session
 from app.core.errors import BadRequest, PayloadTooLarge, Unprocessable
 from app.core.logging import current_request_id
 from app.core.notify import Watch
-from app.models.catalog import ModelVersion
 from app.models.task import (
     FINISHED_STATUSES,
     PredictionRequest,
     RowErrorPublic,
-    Task,
     TaskAccepted,
     TaskPublic,
     TaskStatus,
 )
-from app.services import predictions, results, submissions, webhooks
+from app.services import parquet_uploads, predictions, submissions, webhooks
 from app.services.billing import Priced, check_price
 from app.services.dataplane import ServedModel
 
 router = APIRouter(prefix="/predictions", tags=["predictions"])
-
-SSE_MAX_SECONDS = 600
 
 
 class PredictionInput:
@@ -128,7 +124,7 @@ async def _read_multipart(request: Request, settings: Settings) -> PredictionInp
     events = ",".join(v for v in form.getlist("webhook_events") if isinstance(v, str))
     hook = webhook_target({"webhook": form.get("webhook"), "webhook_events": events or None}, settings)
     data = await upload.read(settings.predict_max_bytes + 1)
-    parquet = results.is_parquet(upload.filename, upload.content_type, data)
+    parquet = parquet_uploads.is_parquet(upload.filename, upload.content_type, data)
     if len(data) > settings.predict_max_bytes:
         kind = "Parquet" if parquet else "CSV"
         raise PayloadTooLarge(f"the {kind} file is larger than {settings.predict_max_bytes} bytes")
@@ -137,7 +133,10 @@ async def _read_multipart(request: Request, settings: Settings) -> PredictionInp
     if parquet:
         # the footer alone: a corrupt file, too many rows or too much data is refused before the model is looked up
         await asyncio.to_thread(
-            results.check_parquet, data, max_rows=settings.predict_max_rows, max_bytes=settings.predict_max_bytes
+            parquet_uploads.check_parquet,
+            data,
+            max_rows=settings.predict_max_rows,
+            max_bytes=settings.predict_max_bytes,
         )
         return PredictionInput(model.strip(), version, parquet=data, max_price_per_row=cap, webhook=hook)
     try:
@@ -189,17 +188,6 @@ _REQUEST_BODY = {
         },
     },
 }
-
-
-def to_public(task: Task, model: ModelVersion | ServedModel | None, *, with_results: bool = True) -> TaskPublic:
-    return TaskPublic.model_validate(
-        task,
-        update={
-            "model": model.name if model else "",
-            "version": model.version if model else 0,
-            "results": predictions.aligned_results(task) if with_results else None,
-        },
-    )
 
 
 # Inputs with at least this many rows are checked in a thread, so the event loop keeps serving others.
@@ -277,7 +265,7 @@ async def create_prediction(
 async def _prepared(payload: PredictionInput, model: ServedModel, max_rows: int) -> predictions.PreparedRows:
     features = model.features
     if payload.parquet is not None:
-        return await asyncio.to_thread(results.prepare_parquet, features, payload.parquet, max_rows=max_rows)
+        return await asyncio.to_thread(parquet_uploads.prepare_parquet, features, payload.parquet, max_rows=max_rows)
     if payload.csv_text is not None:
         text = payload.csv_text
         if len(text) < 64 * CHECK_IN_THREAD_ROWS:
@@ -332,150 +320,3 @@ async def wait_for_finish(
         if finished is not None:
             return finished
     return None
-
-
-@router.get("", response_model=list[TaskPublic])
-def list_predictions(
-    user: CurrentUser,
-    session: ReadSessionDep,
-    limit: Limit = 50,
-    offset: Offset = 0,
-    status: Annotated[TaskStatus | None, Query(description="Only tasks with this status")] = None,
-) -> list[TaskPublic]:
-    tasks = predictions.list_for_user(session, user_id=user.id or 0, status=status, limit=limit, offset=offset)
-    models = {t.model_version_id: session.get(ModelVersion, t.model_version_id) for t in tasks}
-    return [to_public(t, models[t.model_version_id], with_results=False) for t in tasks]
-
-
-@router.get("/{task_id}", response_model=TaskPublic, responses={404: {"description": "No such prediction"}})
-def read_prediction(task_id: str, user: CurrentUser, session: ReadSessionDep) -> TaskPublic:
-    task = predictions.get_for_user(session, user_id=user.id or 0, task_id=task_id, with_inputs=False)
-    return to_public(task, session.get(ModelVersion, task.model_version_id))
-
-
-_RESULTS_JSON_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["id", "model", "version", "rows_total", "rows_accepted", "rows_rejected", "columns", "rows"],
-    "properties": {
-        "id": {"type": "string"},
-        "model": {"type": "string"},
-        "version": {"type": "integer"},
-        "rows_total": {"type": "integer"},
-        "rows_accepted": {"type": "integer"},
-        "rows_rejected": {"type": "integer"},
-        "columns": {"type": "array", "items": {"type": "string"}},
-        "rows": {"type": "array", "items": {"type": "array"}},
-    },
-}
-_BINARY = {"schema": {"type": "string", "format": "binary"}}
-_RESULTS_CONTENT: dict[str, dict[str, Any]] = {
-    results.JSON: {"application/json": {"schema": _RESULTS_JSON_SCHEMA}},
-    results.CSV: {"text/csv": {"schema": {"type": "string"}}},
-    results.ARROW: {results.MEDIA_TYPES[results.ARROW]: _BINARY},
-    results.PARQUET: {results.MEDIA_TYPES[results.PARQUET]: _BINARY},
-}
-_RESULTS_DESCRIPTION = (
-    "Every row sent, in request order: `row` (its position in the request), the features, `prediction`, "
-    "`status` (`ok` or `rejected`) and `error` (why a row was rejected)"
-)
-_RESULTS_ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"description": "No such prediction"},
-    409: {"description": "The prediction has no results yet"},
-}
-
-
-def _results(task_id: str, user_id: int, session: Any, fmt: str, *, vary: bool = False) -> StreamingResponse:
-    table = results.load(session, user_id=user_id, task_id=task_id)
-    headers = {"Content-Disposition": f'attachment; filename="prediction-{table.task_id}.{results.EXTENSIONS[fmt]}"'}
-    if vary:
-        headers["Vary"] = "Accept"
-    return StreamingResponse(results.CHUNKS[fmt](table), media_type=results.MEDIA_TYPES[fmt], headers=headers)
-
-
-@router.get(
-    "/{task_id}/results",
-    response_class=StreamingResponse,
-    responses={
-        200: {
-            "description": _RESULTS_DESCRIPTION + "; as JSON unless `format` or the Accept header asks otherwise",
-            "content": {k: v for content in _RESULTS_CONTENT.values() for k, v in content.items()},
-        },
-        400: {"description": "An unknown `format`"},
-        406: {"description": "The Accept header names none of the formats"},
-        **_RESULTS_ERRORS,
-    },
-)
-def download_results_as(
-    task_id: str,
-    user: CurrentUser,
-    session: ReadSessionDep,
-    format: Annotated[
-        str | None,
-        Query(
-            description="`json`, `csv`, `arrow` (an Arrow IPC stream) or `parquet`; wins over the Accept header",
-            json_schema_extra={"enum": list(results.FORMATS)},
-        ),
-    ] = None,
-    accept: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> StreamingResponse:
-    fmt = results.format_from_query(format) if format is not None else results.format_from_accept(accept)
-    return _results(task_id, user.id or 0, session, fmt, vary=format is None)
-
-
-_DOWNLOAD_SUMMARIES = {
-    results.CSV: "The results as CSV; text cells and column names a spreadsheet would run as formulas are prefixed "
-    "with `'`.",
-    results.JSON: "The results as JSON.",
-    results.ARROW: "The results as an Apache Arrow IPC stream.",
-    results.PARQUET: "The results as an Apache Parquet file.",
-}
-
-
-def _download_as(fmt: str) -> Callable[..., StreamingResponse]:
-    def download(task_id: str, user: CurrentUser, session: ReadSessionDep) -> StreamingResponse:
-        return _results(task_id, user.id or 0, session, fmt)
-
-    download.__doc__ = _DOWNLOAD_SUMMARIES[fmt]
-    return download
-
-
-# One path per format (`results.csv` is the one clients have used from the start).
-for _fmt in (results.CSV, results.JSON, results.ARROW, results.PARQUET):
-    router.add_api_route(
-        f"/{{task_id}}/results.{_fmt}",
-        _download_as(_fmt),
-        methods=["GET"],
-        name="download_results" if _fmt == results.CSV else f"download_results_{_fmt}",
-        response_class=StreamingResponse,
-        responses={
-            200: {"description": _RESULTS_DESCRIPTION, "content": _RESULTS_CONTENT[_fmt]},
-            **_RESULTS_ERRORS,
-        },
-    )
-
-
-@router.get(
-    "/{task_id}/events",
-    response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}, 404: {"description": "No such prediction"}},
-)
-async def prediction_events(task_id: str, request: Request, user: CurrentUser) -> StreamingResponse:
-    engine = get_engine(request)
-
-    def snapshot() -> dict[str, Any]:
-        with read_session(engine) as session:
-            task = predictions.get_for_user(
-                session, user_id=user.id or 0, task_id=task_id, with_inputs=False, with_outputs=False
-            )
-            public = to_public(task, session.get(ModelVersion, task.model_version_id), with_results=False)
-            return dict(json.loads(public.model_dump_json()))
-
-    # woken by the worker's commits (started, finished), not by reading the task over and over
-    return await state_events(
-        request,
-        snapshot,
-        event="status",
-        changed_by=lambda state: state["status"],
-        max_seconds=SSE_MAX_SECONDS,
-        watch=predictions.WATCHERS.watch(task_id),
-    )

@@ -20,7 +20,7 @@ from app.core.config import Settings
 from app.main import create_app
 from app.models.catalog import ModelTask
 from app.runtime.schema import Feature
-from app.services import results
+from app.services import result_writers, results
 from tests.api.routes.test_predictions import PREDICT, balance, top_up, wait_finished
 from tests.conftest import make_settings
 from tests.models import train_and_publish
@@ -423,12 +423,12 @@ def test_streamed_chunks_line_up_rows_across_chunk_boundaries(chunk: int) -> Non
         (6, None, None, None, "rejected", "row 6: bad"),
         (7, 7.0, "v7", 70, "ok", None),
     ]
-    streamed = b"".join(results.json_chunks(table, chunk))
+    streamed = b"".join(result_writers.json_chunks(table, chunk))
     assert [tuple(r) for r in json.loads(streamed)["rows"]] == rows
-    lines = _read_csv(b"".join(results.csv_chunks(table, chunk)).decode())
+    lines = _read_csv(b"".join(result_writers.csv_chunks(table, chunk)).decode())
     assert len(lines) == 8 and lines[2] == ["2", "", "", "", "rejected", "row 2: bad"]
-    assert pa.ipc.open_stream(b"".join(results.arrow_chunks(table, chunk))).read_all().num_rows == 7
-    parquet = pq.ParquetFile(io.BytesIO(b"".join(results.parquet_chunks(table, chunk))))
+    assert pa.ipc.open_stream(b"".join(result_writers.arrow_chunks(table, chunk))).read_all().num_rows == 7
+    parquet = pq.ParquetFile(io.BytesIO(b"".join(result_writers.parquet_chunks(table, chunk))))
     assert parquet.metadata.num_rows == 7 and parquet.metadata.num_row_groups == -(-7 // chunk)
     assert parquet.read().column("prediction").to_pylist() == [10, None, 30, 40, None, None, 70]
 
@@ -450,7 +450,7 @@ def test_every_row_accepted_and_names_that_clash_with_ours() -> None:
         errors={},
     )
     assert clash.columns == ["_row", "status", "row", "prediction", "_status", "error"]
-    read = pq.read_table(io.BytesIO(b"".join(results.parquet_chunks(clash))))
+    read = pq.read_table(io.BytesIO(b"".join(result_writers.parquet_chunks(clash))))
     assert read.schema.field("row").type == pa.int64() and read.schema.field("prediction").type == pa.bool_()
     assert read.to_pylist() == [
         {"_row": 1, "status": 1.5, "row": 7, "prediction": True, "_status": "ok", "error": None}

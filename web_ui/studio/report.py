@@ -1,0 +1,178 @@
+"""A training job on screen: its progress, status, shards, scores, charts and downloads."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from web_ui.studio.common import FINISHED, FOLLOW_MAX_SECONDS, POLL_SECONDS
+from web_ui.studio.publish import publish_form
+from web_ui.utils import formatting as fmt
+from web_ui.utils import session
+from web_ui.utils.api import ApiClient, ApiError
+
+
+def follow(client: ApiClient, job: dict[str, Any]) -> dict[str, Any]:
+    """A progress bar until the training job finishes."""
+    if job.get("status") in FINISHED:
+        return job
+    bar = st.progress(0, text="Queued: waiting for a worker…")
+    deadline = time.monotonic() + FOLLOW_MAX_SECONDS
+    while job.get("status") not in FINISHED and time.monotonic() < deadline:
+        progress = max(0, min(100, int(job.get("progress") or 0)))
+        shards = job.get("shard_status") or []
+        done_shards = (
+            f" · {sum(1 for s in shards if s.get('status') == 'succeeded')}/{len(shards)} shards" if shards else ""
+        )
+        bar.progress(
+            progress,
+            text=f"{str(job.get('status')).capitalize()}: {job.get('stage') or ''} ({progress}%){done_shards}",
+        )
+        time.sleep(POLL_SECONDS)
+        job = client.training_job(str(job["id"]))
+    bar.progress(100 if job.get("status") == "succeeded" else int(job.get("progress") or 0), text=job.get("status"))
+    return job
+
+
+def confusion_chart(report: dict[str, Any]) -> alt.Chart | None:
+    matrix, classes = report.get("confusion_matrix"), report.get("classes")
+    if not matrix or not classes:
+        return None
+    cells = [
+        {"actual": str(classes[i]), "predicted": str(classes[j]), "rows": int(count)}
+        for i, row in enumerate(matrix)
+        for j, count in enumerate(row)
+    ]
+    base = alt.Chart(pd.DataFrame(cells)).encode(
+        x=alt.X("predicted:N", sort=[str(c) for c in classes]), y=alt.Y("actual:N", sort=[str(c) for c in classes])
+    )
+    heat = base.mark_rect().encode(color=alt.Color("rows:Q", scale=alt.Scale(scheme="blues")), tooltip=["rows:Q"])
+    labels = base.mark_text(fontSize=14).encode(text="rows:Q")
+    return (heat + labels).properties(title="Confusion matrix (held-out rows)", height=320)
+
+
+def importance_chart(report: dict[str, Any]) -> alt.Chart | None:
+    importance = report.get("feature_importance") or {}
+    values = importance.get("values", importance) if isinstance(importance, dict) else {}
+    rows = [{"feature": str(k), "importance": float(v)} for k, v in values.items() if isinstance(v, int | float)]
+    if not rows:
+        return None
+    return (
+        alt.Chart(pd.DataFrame(rows))
+        .mark_bar(color="#4f46e5")
+        .encode(
+            x=alt.X("importance:Q", title="importance"),
+            y=alt.Y("feature:N", sort="-x", title=None, axis=alt.Axis(labelLimit=320, labelFontSize=12)),
+            tooltip=["feature:N", alt.Tooltip("importance:Q", format=".3f")],
+        )
+        .properties(title="Feature importance", height=max(160, 28 * len(rows)))
+    )
+
+
+def shard_table(job: dict[str, Any]) -> None:
+    """Where each shard of a sharded training is: its rows, status, worker, attempts and time."""
+    shards = job.get("shard_status") or []
+    if not shards:
+        return
+    st.markdown(f"**{len(shards)} shards**, trained on the workers in parallel and merged into one model")
+    st.caption(
+        "A shard is one part of the training rows. Each is trained by whichever worker is free, at the same "
+        "time as the others, and the parts are merged into one model: a big dataset trains sooner."
+    )
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "shard": int(s.get("index") or 0) + 1,
+                    "rows": s.get("rows"),
+                    "status": s.get("status"),
+                    "worker": s.get("worker") or "",
+                    "attempts": s.get("attempts"),
+                    "seconds": s.get("duration_seconds"),
+                    "error": s.get("error") or "",
+                }
+                for s in shards
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+
+
+def show_job(client: ApiClient, job: dict[str, Any], where: str = "") -> None:
+    """A job's status and, once it succeeded, its report, downloads and the publish form.
+
+    ``where`` prefixes the widget keys, so the same job can be shown in two tabs.
+    """
+    job = follow(client, job)
+    cols = st.columns(4)
+    cols[0].markdown(f"**Status**  \n{fmt.status_badge(str(job.get('status')))}")
+    cols[1].markdown(f"**Algorithm**  \n{job.get('algorithm')}")
+    cols[2].metric("Rows", f"{int(job.get('rows') or 0):,}")
+    cols[3].metric("Cost", fmt.credits(job.get("cost")))
+    shard_table(job)
+    if job.get("status") == "failed":
+        st.error(f"The training failed: {job.get('error') or 'the worker could not train the model'}.")
+        return
+    if job.get("status") != "succeeded":
+        st.info("The training is not finished yet. Open it again in a moment.", icon=":material/schedule:")
+        return
+    report = session.call(lambda: client.training_report(str(job["id"])))
+    metrics = report.get("metrics") or {}
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+    shown = {k: v for k, v in numbers.items() if k.startswith("test_")} or numbers  # held-out scores first
+    split = report.get("rows") or {}
+    if shown:
+        metric_cols = st.columns(min(4, len(shown)))
+        for index, (name, value) in enumerate(shown.items()):
+            measured = split.get("test") if name.startswith("test_") else split.get("train")
+            metric_cols[index % len(metric_cols)].metric(
+                name.replace("_", " "),
+                f"{value:.4g}",
+                help=f"Measured on {int(measured):,} rows" if isinstance(measured, int) else None,
+            )
+        if isinstance(split.get("test"), int) and isinstance(split.get("train"), int):
+            st.caption(
+                f"Scores measured on the {split['test']:,} held-out test rows the model never saw "
+                f"(it was trained on the other {split['train']:,})."
+            )
+    left, right = st.columns(2)
+    chart = confusion_chart(report)
+    if chart is not None:
+        left.altair_chart(chart, width="stretch")
+    chart = importance_chart(report)
+    if chart is not None:
+        right.altair_chart(chart, width="stretch")
+    try:
+        pdf = client.training_report_pdf(str(job["id"]))
+    except ApiError as exc:
+        session.show_error(exc, "The PDF report cannot be downloaded: ")
+    else:
+        st.download_button(
+            "Download the report (PDF)",
+            data=pdf,
+            file_name=f"training-report-{job['id']}.pdf",
+            mime="application/pdf",
+            icon=":material/picture_as_pdf:",
+            on_click="ignore",
+            key=f"{where}pdf-{job['id']}",
+        )
+    try:
+        artifact = client.training_artifact(str(job["id"]))
+    except ApiError as exc:
+        session.show_error(exc, "The model file cannot be downloaded: ")
+    else:
+        st.download_button(
+            "Download the trained model (skops)",
+            data=artifact,
+            file_name=f"model-{job['id']}.skops",
+            mime="application/octet-stream",
+            icon=":material/download:",
+            on_click="ignore",
+            key=f"{where}artifact-{job['id']}",
+        )
+    publish_form(client, job, report, where)

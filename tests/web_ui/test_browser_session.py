@@ -23,6 +23,17 @@ def signed_in_cookie(page: Any) -> dict[str, Any] | None:
     return next((c for c in page.context.cookies() if c["name"] == COOKIE), None)
 
 
+def cookie_once_set(page: Any, timeout_ms: int = 15_000) -> dict[str, Any] | None:
+    """The sign-in cookie, waiting for it: the page sets it with a trip through /session/start after signing in,
+    which may finish after the page asked for has been drawn."""
+    for _ in range(timeout_ms // 100):
+        cookie = signed_in_cookie(page)
+        if cookie is not None:
+            return cookie
+        page.wait_for_timeout(100)
+    return signed_in_cookie(page)
+
+
 def fill_sign_in(page: Any, email: str, password: str) -> None:
     page.get_by_label("Email").first.fill(email)
     page.get_by_label("Password").first.fill(password)
@@ -42,7 +53,7 @@ def test_a_link_to_a_page_asks_to_sign_in_then_opens_that_page(page: Any, ui_url
     page.get_by_role("heading", name="Wallet").wait_for()
     settled(page)
     assert page.url == f"{ui_url}/wallet"
-    cookie = signed_in_cookie(page)
+    cookie = cookie_once_set(page)
     assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Lax"
     # Page scripts cannot read the token, nor any part of the cookie.
     assert COOKIE not in page.evaluate("document.cookie")
@@ -75,7 +86,7 @@ def test_signing_out_clears_the_cookie_and_a_tampered_cookie_is_refused(
     fill_sign_in(page, person.email, PASSWORD)
     page.get_by_role("heading", name="Marketplace").wait_for()
     settled(page)
-    assert signed_in_cookie(page) is not None
+    assert cookie_once_set(page) is not None
 
     page.get_by_test_id("stSidebarNav").get_by_role("link", name="Sign out").click()
     page.get_by_text("You are signed out.").wait_for()
@@ -89,7 +100,7 @@ def test_signing_out_clears_the_cookie_and_a_tampered_cookie_is_refused(
     # A cookie this UI did not sign (an edited one) signs nobody in.
     fill_sign_in(page, person.email, PASSWORD)
     page.get_by_role("heading", name="History").wait_for()
-    cookie = signed_in_cookie(page)
+    cookie = cookie_once_set(page)
     assert cookie is not None
     page.context.add_cookies([{**cookie, "value": cookie["value"][:-4] + "0000"}])
     page.reload()

@@ -159,20 +159,30 @@ def _rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
 
 
-@pytest.fixture
-def rabbitmq_url() -> Iterator[str]:
-    """A RabbitMQ virtual host of its own for one test, on the machine's broker, deleted afterwards."""
+@contextlib.contextmanager
+def rabbitmq_vhost(prefix: str) -> Iterator[str]:
+    """A RabbitMQ virtual host of its own on the machine's broker, named ``prefix-<random>`` and open to guest;
+    yields its AMQP URL and deletes the vhost afterwards. Skips (fails with CI=true) when RabbitMQ is unusable."""
     if shutil.which("rabbitmqctl") is None:
         unavailable("rabbitmqctl is not installed: RabbitMQ is needed")
-    vhost = f"mlmarket-test-{uuid.uuid4().hex[:10]}"
+    vhost = f"{prefix}-{uuid.uuid4().hex[:10]}"
     try:
         _rabbitmqctl("add_vhost", vhost)
         _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         unavailable(f"RabbitMQ is not usable through rabbitmqctl: {exc}")
-    yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
-    with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
-        _rabbitmqctl("delete_vhost", vhost)
+    try:
+        yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            _rabbitmqctl("delete_vhost", vhost)
+
+
+@pytest.fixture
+def rabbitmq_url() -> Iterator[str]:
+    """A RabbitMQ virtual host of its own for one test, on the machine's broker, deleted afterwards."""
+    with rabbitmq_vhost("mlmarket-test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

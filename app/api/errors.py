@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.middleware import with_security_headers
 from app.core.errors import AppError
 
 log = logging.getLogger("mlmarket.api")
@@ -211,4 +212,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(status_code=500, content=_error_body(request, "internal server error"))
+        response = JSONResponse(status_code=500, content=_error_body(request, "internal server error"))
+        # Starlette sends this answer from its outermost layer, past the app's middleware: the safety headers
+        # are added here, from the same list and the same setting as the middleware's.
+        settings = getattr(request.app.state, "settings", None)
+        hsts = bool(getattr(settings, "hsts", False))
+        response.raw_headers = with_security_headers(list(response.raw_headers), request.scope, hsts)
+        return response

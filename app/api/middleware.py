@@ -105,9 +105,31 @@ STRICT_CSP = b"default-src 'none'; frame-ancestors 'none'"
 HTML_CSP = b"frame-ancestors 'none'"
 
 
+def with_security_headers(headers: list[tuple[bytes, bytes]], scope: Scope, hsts: bool) -> list[tuple[bytes, bytes]]:
+    """``headers`` plus the browser-facing safety headers they do not set already: no sniffing, no framing, no
+    referrer, a strict CSP (a looser one for HTML), HSTS on https (or always, when ``hsts``), and
+    ``Cache-Control: no-store`` on answers to signed-in requests. The one list of them, for the middleware below
+    and for the answers sent from outside it (an unexpected error's 500)."""
+    https = scope.get("scheme") == "https"
+    signed_in = any(name == b"authorization" for name, _ in scope.get("headers", ()))
+    present = {name.lower() for name, _ in headers}
+    content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"")
+    extra = [
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"content-security-policy", HTML_CSP if b"html" in content_type else STRICT_CSP),
+    ]
+    if https or hsts:
+        extra.append((b"strict-transport-security", HSTS_VALUE))
+    if signed_in:
+        extra.append((b"cache-control", b"no-store"))
+    return headers + [(k, v) for k, v in extra if k not in present]
+
+
 class SecurityHeadersMiddleware:
-    """The browser-facing safety headers on every answer: no sniffing, no framing, no referrer, a strict CSP, HSTS
-    on https (or always, when configured), and ``Cache-Control: no-store`` on answers to signed-in requests."""
+    """The browser-facing safety headers (``with_security_headers``) on every answer that passes through the app's
+    middleware. (Starlette sends the 500 of an unexpected error from outside it: that handler adds them itself.)"""
 
     def __init__(self, app: ASGIApp, hsts: bool = False) -> None:
         self.app = app
@@ -117,25 +139,10 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        https = scope.get("scheme") == "https"
-        signed_in = any(name == b"authorization" for name, _ in scope.get("headers", ()))
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                present = {name.lower() for name, _ in headers}
-                content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"")
-                extra = [
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"x-frame-options", b"DENY"),
-                    (b"referrer-policy", b"no-referrer"),
-                    (b"content-security-policy", HTML_CSP if b"html" in content_type else STRICT_CSP),
-                ]
-                if https or self.hsts:
-                    extra.append((b"strict-transport-security", HSTS_VALUE))
-                if signed_in:
-                    extra.append((b"cache-control", b"no-store"))
-                message["headers"] = headers + [(k, v) for k, v in extra if k not in present]
+                message["headers"] = with_security_headers(list(message.get("headers", [])), scope, self.hsts)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -7,9 +7,6 @@ the server's code. The stack is started once for the package; each test signs up
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import subprocess
 import threading
 import time
 import uuid
@@ -30,7 +27,7 @@ from app.models.catalog import ModelTask
 from app.services import users
 from app.services.demo import publish_trained
 from app.store import make_store
-from tests.conftest import POSTGRES_ADMIN_URL, unavailable
+from tests.conftest import POSTGRES_ADMIN_URL, rabbitmq_vhost, unavailable
 from tests.http_clients import paying_user
 from tests.real_services import Workers, free_port, services_settings
 from tests.s3_server import S3Server
@@ -62,10 +59,6 @@ class Stack:
         return field in body.get("properties", {})
 
 
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="package")
 def postgres_url() -> Iterator[str]:
     name = f"mlmarket_clients_{uuid.uuid4().hex[:10]}"
@@ -82,17 +75,8 @@ def postgres_url() -> Iterator[str]:
 
 @pytest.fixture(scope="package")
 def amqp_url() -> Iterator[str]:
-    if shutil.which("rabbitmqctl") is None:
-        unavailable("rabbitmqctl is not installed: RabbitMQ is needed")
-    vhost = f"mlmarket-clients-{uuid.uuid4().hex[:10]}"
-    try:
-        _rabbitmqctl("add_vhost", vhost)
-        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-        unavailable(f"RabbitMQ is not usable through rabbitmqctl: {exc}")
-    yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
-    with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
-        _rabbitmqctl("delete_vhost", vhost)
+    with rabbitmq_vhost("mlmarket-clients") as url:
+        yield url
 
 
 @pytest.fixture(scope="package")

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -43,7 +42,7 @@ from app.models.user import Role
 from app.queue.base import PREDICT_QUEUE
 from app.queue.rabbitmq import RabbitBroker
 from app.services import ledger, users
-from tests.conftest import POSTGRES_ADMIN_URL
+from tests.faults import injection
 from tests.real_services import REPO, Workers, as_env, free_port, services_settings
 from tests.s3_server import S3Server
 
@@ -174,35 +173,21 @@ class FaultInjector:
         self.workers = workers
         self.engine = engine
         self.figures = figures
-        self.vhost = (settings.broker_url or "").rsplit("/", 1)[-1]
-        self.database = sa.engine.make_url(settings.sqlalchemy_url).database
+        self.vhost = injection.vhost_of(settings)
+        self.database = injection.database_of(settings)
         self.random = random.Random(8)
 
-    def live_workers(self) -> list[subprocess.Popen[bytes]]:
-        return [p for p in self.workers.procs if p.poll() is None]
-
     def worker_sigkill(self) -> None:
-        live = self.live_workers()
+        live = injection.live_workers(self.workers)
         if len(live) < WORKERS:
             self.figures.errors.append(f"workers exited on their own: {[p.returncode for p in self.workers.procs]}")
-        victim = self.random.choice(live)
-        victim.send_signal(signal.SIGKILL)
-        victim.wait(timeout=10)
-        self.workers.start()
+        injection.kill_random_worker(self.workers, self.random, live)
 
     def broker_close_connections(self) -> None:
-        # Only the connections of this test's virtual host: the API's relay, the workers and the injector.
-        command = ["rabbitmqctl", "-q", "close_all_connections", "-p", self.vhost, "fault injection"]
-        subprocess.run(command, check=True, capture_output=True, timeout=60)
+        injection.broker_close_connections(self.vhost)
 
     def db_terminate_backends(self) -> None:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-            killed = conn.execute(
-                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                (self.database,),
-            ).fetchone()
-        self.figures.backends_terminated += int(killed[0] if killed else 0)
+        self.figures.backends_terminated += injection.db_terminate_backends(self.database)
 
     def api_relay_sigkill(self) -> None:
         # One replica at a time: the other must be serving, so submissions go on.

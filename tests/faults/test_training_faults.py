@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -29,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import psycopg
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -44,7 +42,7 @@ from app.models.training import TrainingJobCreate
 from app.services import ledger, training, training_leases, training_shards, users
 from app.store import gc, make_store
 from app.store.dvc_store import DvcStore
-from tests.conftest import POSTGRES_ADMIN_URL
+from tests.faults import injection
 from tests.real_services import REPO, Workers, as_env, services_settings
 from tests.s3_server import S3Server
 
@@ -144,8 +142,8 @@ class Injector:
         self.engine = engine
         self.poison = poison
         self.figures = figures
-        self.vhost = (settings.broker_url or "").rsplit("/", 1)[-1]
-        self.database = sa.engine.make_url(settings.sqlalchemy_url).database
+        self.vhost = injection.vhost_of(settings)
+        self.database = injection.database_of(settings)
         self.random = random.Random(18)
         self.stop = threading.Event()
         self.last_poison_owner: str | None = None
@@ -158,9 +156,7 @@ class Injector:
         victim = next((p for p in self.workers.procs if p.pid == pid and p.poll() is None), None)
         if victim is None:
             return False
-        victim.send_signal(signal.SIGKILL)
-        victim.wait(timeout=10)
-        self.workers.start()
+        injection.sigkill_and_replace(self.workers, victim)
         return True
 
     def worker_sigkill_training(self) -> None:
@@ -179,24 +175,13 @@ class Injector:
 
         owners = retrying(self.engine, holders)
         if not (owners and self.kill_owner(self.random.choice(owners))):
-            live = [p for p in self.workers.procs if p.poll() is None]
-            victim = self.random.choice(live)
-            victim.send_signal(signal.SIGKILL)
-            victim.wait(timeout=10)
-            self.workers.start()
+            injection.kill_random_worker(self.workers, self.random)
 
     def broker_close_connections(self) -> None:
-        command = ["rabbitmqctl", "-q", "close_all_connections", "-p", self.vhost, "fault injection"]
-        subprocess.run(command, check=True, capture_output=True, timeout=60)
+        injection.broker_close_connections(self.vhost)
 
     def db_terminate_backends(self) -> None:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-            killed = conn.execute(
-                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                (self.database,),
-            ).fetchone()
-        self.figures.backends_terminated += int(killed[0] if killed else 0)
+        self.figures.backends_terminated += injection.db_terminate_backends(self.database)
 
     def merge_kills_left(self, job_id: str) -> bool:
         killed = self.figures.killed_jobs_in_merge

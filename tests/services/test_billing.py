@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections import Counter
@@ -26,10 +22,9 @@ from app.core.errors import InsufficientFunds, Unprocessable
 from app.models.task import Task
 from app.runtime.schema import Feature
 from app.services import billing, ledger, predictions, tabular, users
-from tests.conftest import TEST_SECRET
+from tests.concurrency import Tally, assert_ledger_verifies, hammer
 from tests.http_clients import balance, paying_user
 
-REPO = Path(__file__).resolve().parents[2]
 FEATURES = [Feature(name="x", type="number")]
 
 
@@ -160,25 +155,21 @@ def test_64_clients_bill_concurrently_for_seconds_and_the_ledger_verifies(
     if db_backend != "postgresql":
         pytest.skip("the concurrency test runs on PostgreSQL (SQLite serialises writers by design)")
     publish_model("diabetes-linear", price=2)
-    url = f"{live_server}/v2/models/diabetes-linear/infer"
+    url = "/v2/models/diabetes-linear/infer"
     # 16 payers shared by 64 clients; a quarter of them can pay for only a few rows and run dry mid-way.
     payers = [paying_user(live_server, 3 if i % 4 == 0 else 100_000) for i in range(16)]
     stop_at = time.monotonic() + 4.0
-    outcomes: Counter[tuple[int, int]] = Counter()
-    lock = threading.Lock()
+    tally: Tally[tuple[int, int]] = Tally()
 
-    def client(k: int) -> None:
+    def client(k: int, http: httpx.Client) -> None:
         headers = payers[k % 16]
-        with httpx.Client(timeout=60) as http:
-            while time.monotonic() < stop_at:
-                r = http.post(url, json=BODY, headers=headers)
-                assert r.status_code in (200, 402), r.text
-                with lock:
-                    outcomes[(k % 16, r.status_code)] += 1
+        while time.monotonic() < stop_at:
+            r = http.post(url, json=BODY, headers=headers)
+            assert r.status_code in (200, 402), r.text
+            tally.add((k % 16, r.status_code))
 
-    with ThreadPoolExecutor(max_workers=64) as pool:
-        for future in [pool.submit(client, k) for k in range(64)]:
-            future.result()
+    hammer(live_server, 64, client)
+    outcomes = tally.counts
 
     for i, headers in enumerate(payers):
         paid = outcomes[(i, 200)]
@@ -190,17 +181,7 @@ def test_64_clients_bill_concurrently_for_seconds_and_the_ledger_verifies(
     served = sum(n for (_, status), n in outcomes.items() if status == 200)
     print(f"64 clients for 4 s: {served} billed requests, {served / 4:.0f}/s")
     assert served > 100
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLMARKET_")}
-    env.update(MLMARKET_DATABASE_URL=database_url, MLMARKET_DATA_DIR=str(tmp_path), MLMARKET_SECRET_KEY=TEST_SECRET)
-    verify = subprocess.run(
-        [sys.executable, "-m", "app.cli", "ledger", "verify", "--json"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert verify.returncode == 0 and '"ok": true' in verify.stdout, verify.stdout + verify.stderr
+    assert_ledger_verifies(database_url, tmp_path)
 
 
 def test_a_poisoned_request_in_a_busy_batch_fails_alone(

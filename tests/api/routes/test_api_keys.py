@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
-import threading
-from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +17,10 @@ from sqlmodel import Session
 from app.models.api_key import ApiKey, ApiKeyCreate
 from app.services import api_keys, catalog, ledger, predictions, submissions, task_runs, users
 from tests.api.routes.test_predictions import PREDICT, balance, rows, top_up, wait_finished
-from tests.conftest import TEST_SECRET
+from tests.concurrency import Tally, assert_ledger_verifies, hammer
 from tests.http_clients import paying_user
 
 KEYS = "/api/v1/api-keys"
-REPO = Path(__file__).resolve().parents[3]
 ROW = [0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, 0.0, 0.02, -0.02]
 INFER_BODY = {"inputs": [{"name": "x", "shape": [1, 10], "datatype": "FP64", "data": ROW}]}
 INFER = "/v2/models/diabetes-linear/infer"
@@ -159,48 +152,33 @@ def test_concurrent_calls_stop_exactly_at_the_monthly_spend_limit(
     r = httpx.post(f"{live_server}{KEYS}", json={"name": "batch job", "monthly_spend_limit": limit}, headers=headers)
     assert r.status_code == 201, r.text
     key = bearer(r.json()["key"])
-    outcomes: Counter[int] = Counter()
-    details: list[str] = []
-    lock = threading.Lock()
+    outcomes: Tally[int] = Tally()
 
-    def caller(k: int) -> None:
-        with httpx.Client(base_url=live_server, timeout=60) as http:
-            for _ in range(3):
-                if k % 2:
-                    r = http.post(INFER, json=INFER_BODY, headers=key)
-                    ok = 200
-                else:
-                    body = {"model": "diabetes-linear", "rows": [dict(rows(1)[0])]}
-                    r = http.post(PREDICT, json=body, headers=key)
-                    ok = 202
-                assert r.status_code in (ok, 402), r.text
-                with lock:
-                    outcomes[200 if r.status_code == ok else 402] += 1
-                    if r.status_code == 402:
-                        details.append(r.text)
+    def caller(k: int, http: httpx.Client) -> None:
+        for _ in range(3):
+            if k % 2:
+                r = http.post(INFER, json=INFER_BODY, headers=key)
+                ok = 200
+            else:
+                body = {"model": "diabetes-linear", "rows": [dict(rows(1)[0])]}
+                r = http.post(PREDICT, json=body, headers=key)
+                ok = 202
+            assert r.status_code in (ok, 402), r.text
+            if r.status_code == ok:
+                outcomes.add(200)
+            else:
+                outcomes.add(402, r.text)
 
-    with ThreadPoolExecutor(max_workers=20) as pool:
-        for future in [pool.submit(caller, k) for k in range(20)]:
-            future.result()
+    hammer(live_server, 20, caller)
 
-    assert outcomes[200] == 25 and outcomes[402] == 60 - 25
-    assert all("monthly spend limit of 51 credits" in d for d in details)
+    assert outcomes.counts[200] == 25 and outcomes.counts[402] == 60 - 25
+    assert all("monthly spend limit of 51 credits" in d for d in outcomes.details)
     assert int(httpx.get(f"{live_server}/api/v1/wallet", headers=headers).json()["balance"]) == 1000 - 50
     (item,) = httpx.get(f"{live_server}{KEYS}", headers=headers).json()
     assert item["spent_this_month"] == 50
     # the login token is not held to the key's limit
     assert httpx.post(f"{live_server}{INFER}", json=INFER_BODY, headers=headers).status_code == 200
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLMARKET_")}
-    env.update(MLMARKET_DATABASE_URL=database_url, MLMARKET_DATA_DIR=str(tmp_path), MLMARKET_SECRET_KEY=TEST_SECRET)
-    verify = subprocess.run(
-        [sys.executable, "-m", "app.cli", "ledger", "verify", "--json"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert verify.returncode == 0 and '"ok": true' in verify.stdout, verify.stdout + verify.stderr
+    assert_ledger_verifies(database_url, tmp_path)
 
 
 @POSTGRES_ONLY

@@ -16,8 +16,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.api.middleware import with_security_headers
+from app.api.middleware import REQUEST_ID_SCOPE_KEY, with_security_headers
 from app.core.errors import AppError
+from app.core.logging import REQUEST_ID_HEADER
 
 log = logging.getLogger("mlmarket.api")
 
@@ -218,4 +219,7 @@ def install_error_handlers(app: FastAPI) -> None:
         settings = getattr(request.app.state, "settings", None)
         hsts = bool(getattr(settings, "hsts", False))
         response.raw_headers = with_security_headers(list(response.raw_headers), request.scope, hsts)
+        request_id = request.scope.get(REQUEST_ID_SCOPE_KEY)
+        if isinstance(request_id, str):  # the id the log line above carries, for the caller to quote
+            response.raw_headers.append((REQUEST_ID_HEADER.lower().encode(), request_id.encode()))
         return response

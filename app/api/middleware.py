@@ -8,6 +8,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.logging import REQUEST_ID_HEADER, accept_request_id, reset_request_id, set_request_id
 
+REQUEST_ID_SCOPE_KEY = "mlmarket.request_id"
+
 
 class RequestIdMiddleware:
     """Gives every request an id (the client's ``X-Request-ID`` when usable) for its log lines and its answer."""
@@ -22,6 +24,8 @@ class RequestIdMiddleware:
         header = next((v for k, v in scope.get("headers", ()) if k == REQUEST_ID_HEADER.encode()), None)
         request_id = accept_request_id(header.decode("latin-1") if header else None)
         token = set_request_id(request_id)
+        # Kept in the scope too: the final 500 answer is sent from outside this middleware, after the reset.
+        scope[REQUEST_ID_SCOPE_KEY] = request_id
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

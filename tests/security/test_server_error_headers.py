@@ -56,6 +56,10 @@ def test_an_unexpected_error_answers_500_json_with_the_safety_headers(broken_cli
     # each safety header once, as on every other answer
     names = [name.lower() for name, _ in r.headers.raw]
     assert all(names.count(name) == 1 for name in (b"x-content-type-options", b"content-security-policy"))
+    assert names.count(b"x-request-id") == 1 and r.headers["x-request-id"]  # an id to quote to the operator
+
+    quoted = broken_client.get(BROKEN, headers={"X-Request-ID": "support-case-42"})
+    assert quoted.status_code == 500 and quoted.headers["x-request-id"] == "support-case-42"
 
     signed_in = broken_client.get(BROKEN, headers={"Authorization": "Bearer whatever"})
     assert signed_in.status_code == 500

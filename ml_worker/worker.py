@@ -30,7 +30,7 @@ from app.models.catalog import ModelVersion
 from app.queue.base import PREDICT_QUEUE, Broker, ConsumerOptions, Delivery
 from app.runtime.batching import Coalescer
 from app.runtime.cache import ModelCache
-from app.services import tabular, task_runs
+from app.services import billing, tabular, task_runs
 from app.services.billing import Predictor
 from app.services.dataplane import ServedModel, load_predictor
 from ml_worker import metrics
@@ -90,10 +90,12 @@ class PredictionWorker:
                     outcome[task.id] = self._fail(task.id, "the model of this task no longer exists")
                 continue
             for task, predicted in self._predict(model, tasks):
-                if isinstance(predicted, BaseException):
+                if isinstance(predicted, billing.NoProbabilities):
+                    outcome[task.id] = self._fail(task.id, predicted.detail)
+                elif isinstance(predicted, BaseException):
                     outcome[task.id] = predicted
                 else:
-                    done.append(task_runs.Done(task.id, predicted, model.owner_id))
+                    done.append(task_runs.Done(task.id, predicted[0], model.owner_id, predicted[1]))
         if done:
             settled = task_runs.complete_many(
                 self.engine, done, author_share_percent=self.settings.author_share_percent
@@ -118,11 +120,10 @@ class PredictionWorker:
                     self._versions[served.id] = (served, now + self.settings.catalog_cache_seconds)
         return out
 
-    def _predict(
-        self, model: ServedModel, tasks: list[task_runs.Started]
-    ) -> list[tuple[task_runs.Started, np.ndarray[Any, Any] | BaseException]]:
-        """One predict call for the tasks of one model; should it fail, each task alone, so that only a task
-        at fault fails."""
+    def _predict(self, model: ServedModel, tasks: list[task_runs.Started]) -> list[tuple[task_runs.Started, Any]]:
+        """One predict call for the tasks of one model (with the class probabilities when a task asked for
+        them); should it fail, each task alone, so that only a task at fault fails. Per task: its predictions and
+        stored probabilities (or None), or the error."""
         try:
             predictor = load_predictor(self.cache, model)
             columns = [tabular.unpack_columns(t.inputs, model.features) for t in tasks]
@@ -132,37 +133,46 @@ class PredictionWorker:
         if len(tasks) > 1:
             try:
                 joined = {f.name: np.concatenate([c[f.name] for c in columns]) for f in model.features}
-                predicted = self._predict_rows(predictor, joined, sum(t.rows for t in tasks))
-                out: list[tuple[task_runs.Started, np.ndarray[Any, Any] | BaseException]] = []
+                asked = any(t.wants_probabilities for t in tasks)
+                predicted = self._predict_rows(predictor, joined, sum(t.rows for t in tasks), asked)
+                out: list[tuple[task_runs.Started, Any]] = []
                 offset = 0
                 for task in tasks:
-                    out.append((task, predicted[offset : offset + task.rows]))
+                    out.append((task, _part(predicted, offset, task)))
                     offset += task.rows
                 return out
             except Exception:
                 log.warning("predicting %d tasks of %s together failed; predicting each alone", len(tasks), model.name)
-        alone: list[tuple[task_runs.Started, np.ndarray[Any, Any] | BaseException]] = []
+        alone: list[tuple[task_runs.Started, Any]] = []
         for task, task_columns in zip(tasks, columns, strict=True):
             try:
-                alone.append((task, self._predict_rows(predictor, task_columns, task.rows)))
+                predicted = self._predict_rows(predictor, task_columns, task.rows, task.wants_probabilities)
+                alone.append((task, _part(predicted, 0, task)))
+            except billing.NoProbabilities as exc:
+                alone.append((task, exc))
             except Exception as exc:
                 log.exception("task %s: predict failed", task.id)
                 alone.append((task, TaskError(f"predict failed: {type(exc).__name__}: {exc}")))
         return alone
 
-    def _predict_rows(self, predictor: Predictor, columns: dict[str, np.ndarray[Any, Any]], n: int) -> Any:
-        """``predict_columns``, in one chunk per core for big inputs (the runtimes release the GIL)."""
+    def _predict_rows(
+        self, predictor: Predictor, columns: dict[str, np.ndarray[Any, Any]], n: int, probabilities: bool = False
+    ) -> billing.Predicted:
+        """``predict_columns`` (with the probabilities when asked), in one chunk per core for big inputs (the
+        runtimes release the GIL)."""
         if self._pool is None or n < CHUNK_MIN_ROWS:
-            predicted = np.asarray(predictor.predict_columns(columns, n))
+            predicted = billing.predict(predictor, columns, n, probabilities)
         else:
             bounds = np.linspace(0, n, self.cores + 1, dtype=int)
             parts = [
-                self._pool.submit(predictor.predict_columns, {k: v[a:b] for k, v in columns.items()}, int(b - a))
+                self._pool.submit(
+                    billing.predict, predictor, {k: v[a:b] for k, v in columns.items()}, int(b - a), probabilities
+                )
                 for a, b in itertools.pairwise(bounds)
             ]
-            predicted = np.concatenate([np.asarray(p.result()) for p in parts])
-        if predicted.shape[0] != n:
-            raise TaskError(f"the model gave {predicted.shape[0]} predictions for {n} rows")
+            predicted = billing.join([p.result() for p in parts])
+        if predicted.values.shape[0] != n:
+            raise TaskError(f"the model gave {predicted.values.shape[0]} predictions for {n} rows")
         return predicted
 
     def _fail(self, task_id: str, reason: str) -> str:
@@ -213,6 +223,15 @@ class PredictionWorker:
 
     async def start(self, broker: Broker) -> None:
         await broker.consume(PREDICT_QUEUE, self.handle, self.on_dead, ConsumerOptions.from_settings(self.settings))
+
+
+def _part(predicted: billing.Predicted, offset: int, task: task_runs.Started) -> tuple[Any, bytes | None]:
+    """A task's rows of a batch's predictions, and its stored probabilities when it asked for them."""
+    values = predicted.values[offset : offset + task.rows]
+    if not task.wants_probabilities or predicted.probabilities is None:
+        return values, None
+    rows = predicted.probabilities[offset : offset + task.rows]
+    return values, tabular.pack_probabilities(predicted.classes or [], rows)
 
 
 def task_request_id(delivery: Delivery) -> str | None:

@@ -38,6 +38,10 @@ class Task(SQLModel, table=True):
     # The accepted rows, one array per feature, and the predictions, one per accepted row (app.services.tabular).
     inputs: bytes = Field(sa_type=sa.LargeBinary)
     outputs: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    # Class probabilities, only for a task that asked for them (True; None otherwise): the classes in model order
+    # and one row of probabilities per accepted row, as compact JSON bytes (app.services.tabular.pack_probabilities).
+    wants_probabilities: bool | None = Field(default=None, nullable=True)
+    probability_data: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
     # 1-based position in the request of each accepted row, so results line up with what was sent; None when
     # every row was accepted (row k is the k-th accepted one).
     row_numbers: list[int] | None = Field(default=None, sa_type=sa.JSON)
@@ -79,6 +83,10 @@ class PredictionRequest(SQLModel):
     model: str = Field(min_length=1, max_length=64)
     version: int | None = Field(default=None, ge=1)
     rows: list[Any] = Field(min_length=1)
+    probabilities: bool = Field(
+        default=False,
+        description="Also give each row's probability per class (classifiers only; the same price)",
+    )
 
 
 class TaskAccepted(SQLModel):
@@ -98,3 +106,7 @@ class TaskPublic(TaskAccepted):
     finished_at: datetime | None
     error: str | None
     results: list[Any] | None = None
+    # Only for a task that asked for probabilities: the class labels in model order, and for each entry of
+    # ``results`` its probability per class in that order (None where a row was rejected).
+    classes: list[Any] | None = None
+    probabilities: list[list[float | None] | None] | None = None  # None where the model gave no number

@@ -51,6 +51,7 @@ class CompiledModel:
         names = [o.name for o in session.get_outputs()]
         self._first = names[:1]  # the prediction of a regressor, the class index of a classifier
         self._probabilities = names[1:2]
+        self._both = names[:2]
 
     @classmethod
     def load(
@@ -102,6 +103,20 @@ class CompiledModel:
             raise CompiledModelError("this model does not give class probabilities")
         (probabilities,) = self._session.run(self._probabilities, self._feeds(columns, n))
         return np.asarray(probabilities, dtype=np.float64).reshape(n, len(self.classes))
+
+    @property
+    def gives_probabilities(self) -> bool:
+        return bool(self._probabilities) and self._labels is not None
+
+    def predict_with_probabilities(
+        self, columns: Mapping[str, np.ndarray[Any, Any]], n: int
+    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """The labels and each row's probability per class (in the order of ``classes``), from one run."""
+        if self._labels is None or not self._probabilities:
+            raise CompiledModelError("this model does not give class probabilities")
+        index, probabilities = self._session.run(self._both, self._feeds(columns, n))
+        labels = self._labels.take(np.asarray(index).reshape(n))
+        return labels, np.asarray(probabilities, dtype=np.float64).reshape(n, len(self._labels))
 
 
 def _check_signature(session: Any, features: Sequence[Feature], task: str, classes: Sequence[Any] | None) -> None:

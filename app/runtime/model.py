@@ -173,16 +173,43 @@ class ModelRuntime:
             raise Unprocessable(f"the model could not predict these rows: {exc}") from exc
         return [_plain(v) for v in flat(output).tolist()]
 
-    def predict_columns(self, columns: dict[str, np.ndarray[Any, Any]], n: int) -> np.ndarray[Any, Any]:
-        """Predictions for ``n`` rows given as one checked array per feature (app.services.oip_columns.to_columns)."""
-        frame = pd.DataFrame(
+    def _columns_frame(self, columns: dict[str, np.ndarray[Any, Any]], n: int) -> pd.DataFrame:
+        return pd.DataFrame(
             {f.name: columns[f.name].astype(object if f.type == "string" else float) for f in self.features},
             index=pd.RangeIndex(n),
         )
+
+    def predict_columns(self, columns: dict[str, np.ndarray[Any, Any]], n: int) -> np.ndarray[Any, Any]:
+        """Predictions for ``n`` rows given as one checked array per feature (app.services.oip_columns.to_columns)."""
+        frame = self._columns_frame(columns, n)
         try:
             return flat(self.estimator.predict(frame))
         except (KeyError, TypeError, ValueError) as exc:
             raise Unprocessable(f"the model could not predict these rows: {exc}") from exc
+
+    @property
+    def gives_probabilities(self) -> bool:
+        return self.task == "classification" and self.classes is not None and hasattr(self.estimator, "predict_proba")
+
+    def predict_with_probabilities(
+        self, columns: dict[str, np.ndarray[Any, Any]], n: int
+    ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """``predict_columns`` and each row's probability per class (in the order of ``classes``); a pipeline's
+        steps before its estimator transform the rows once for both."""
+        if not self.gives_probabilities or self.classes is None:
+            raise Unprocessable("this model does not give class probabilities")
+        frame = self._columns_frame(columns, n)
+        estimator = self.estimator
+        try:
+            steps = getattr(estimator, "steps", None)
+            if steps and len(steps) > 1 and hasattr(estimator, "__getitem__"):
+                frame = estimator[:-1].transform(frame)
+                estimator = estimator[-1]
+            predictions = flat(estimator.predict(frame))
+            probabilities = np.asarray(estimator.predict_proba(frame), dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Unprocessable(f"the model could not predict these rows: {exc}") from exc
+        return predictions, probabilities.reshape(n, len(self.classes))
 
     def predict_proba(self, rows: list[dict[str, Any]]) -> list[dict[str, float]]:
         """For classifiers: each row's probability per class label."""

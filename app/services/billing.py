@@ -64,6 +64,43 @@ class Predictor(Protocol):
     def predict_columns(self, columns: dict[str, np.ndarray[Any, Any]], n: int) -> np.ndarray[Any, Any]: ...
 
 
+class NoProbabilities(Unprocessable):
+    """Class probabilities were asked of a model that does not give them (a regressor)."""
+
+
+@dataclass(frozen=True)
+class Predicted:
+    """One predict call's output: a value per row, and (when asked) each row's probability per class."""
+
+    values: np.ndarray[Any, Any]
+    probabilities: np.ndarray[Any, Any] | None = None
+    classes: list[Any] | None = None
+
+
+def gives_probabilities(predictor: Any) -> bool:
+    """Whether the loaded model gives class probabilities (a classifier with ``predict_with_probabilities``)."""
+    return bool(getattr(predictor, "gives_probabilities", False))
+
+
+def predict(predictor: Any, columns: dict[str, np.ndarray[Any, Any]], n: int, probabilities: bool) -> Predicted:
+    """The predictions of ``n`` rows; with ``probabilities``, from the same call, each row's class probabilities."""
+    if not probabilities:
+        return Predicted(np.asarray(predictor.predict_columns(columns, n)))
+    if not gives_probabilities(predictor):
+        raise NoProbabilities("this model does not give class probabilities; only classifiers do")
+    values, matrix = predictor.predict_with_probabilities(columns, n)
+    return Predicted(np.asarray(values), np.asarray(matrix, dtype=np.float64), list(predictor.classes))
+
+
+def join(parts: list[Predicted]) -> Predicted:
+    """The outputs of consecutive chunks of rows as one."""
+    values = np.concatenate([p.values for p in parts])
+    if parts and parts[0].probabilities is not None:
+        matrix = np.concatenate([p.probabilities for p in parts if p.probabilities is not None])
+        return Predicted(values, matrix, parts[0].classes)
+    return Predicted(values)
+
+
 @dataclass(frozen=True)
 class Priced:
     """The catalog version an order pays for."""
@@ -86,6 +123,7 @@ class Order:
     rows: int
     request_id: str | None = None
     api_key_id: int | None = None  # the API key that pays (its limit is checked), None for a login token
+    probabilities: bool = False  # also each row's class probabilities (the same price)
 
     @property
     def cost(self) -> int:
@@ -109,6 +147,8 @@ class Bill:
     task_id: str
     cost: int
     predictions: np.ndarray[Any, Any]
+    probabilities: np.ndarray[Any, Any] | None = None  # only for an order that asked for them
+    classes: list[Any] | None = None
 
 
 def serve_and_bill(engine: Engine, orders: list[Order], author_share_percent: int) -> list[Bill | BaseException]:
@@ -182,18 +222,18 @@ def _serve_and_bill(engine: Engine, orders: list[Order], share: int) -> list[Bil
         keys.write(connection)
     ledger.count()
     for i, task_id in served:
-        results[i] = Bill(task_id=task_id, cost=orders[i].cost, predictions=predictions[i])
+        got = predictions[i]
+        results[i] = Bill(task_id, orders[i].cost, got.values, got.probabilities, got.classes)
     return [r if r is not None else ServiceUnavailable("the request was not served; retry it") for r in results]
 
 
-def _predict(
-    orders: list[Order], paid: list[int], results: list[Bill | BaseException | None]
-) -> dict[int, np.ndarray[Any, Any]]:
-    """Each paid order's predictions, one predict call per model; a failing model fails its orders alone."""
+def _predict(orders: list[Order], paid: list[int], results: list[Bill | BaseException | None]) -> dict[int, Predicted]:
+    """Each paid order's predictions, one predict call per model (with the class probabilities if an order of the
+    model asked for them, given only to those that asked); a failing model fails its orders alone."""
     groups: dict[str, list[int]] = defaultdict(list)
     for i in paid:
         groups[orders[i].model_key].append(i)
-    out: dict[int, np.ndarray[Any, Any]] = {}
+    out: dict[int, Predicted] = {}
     for indexes in groups.values():
         first = orders[indexes[0]]
         if len(indexes) == 1:
@@ -201,10 +241,11 @@ def _predict(
         else:
             columns = {f.name: np.concatenate([orders[i].columns[f.name] for i in indexes]) for f in first.features}
             n = sum(orders[i].rows for i in indexes)
+        asked = any(orders[i].probabilities for i in indexes)
         try:
-            predicted = np.asarray(first.predictor.predict_columns(columns, n))
-            if predicted.shape[0] != n:
-                raise Unprocessable(f"the model gave {predicted.shape[0]} predictions for {n} rows")
+            predicted = predict(first.predictor, columns, n, asked)
+            if predicted.values.shape[0] != n:
+                raise Unprocessable(f"the model gave {predicted.values.shape[0]} predictions for {n} rows")
         except Exception as exc:
             error = exc if isinstance(exc, AppError) else Unprocessable(f"the model could not predict: {exc}")
             if not isinstance(exc, AppError):
@@ -214,12 +255,20 @@ def _predict(
             continue
         offset = 0
         for i in indexes:
-            out[i] = predicted[offset : offset + orders[i].rows]
-            offset += orders[i].rows
+            stop = offset + orders[i].rows
+            values = predicted.values[offset:stop]
+            if orders[i].probabilities and predicted.probabilities is not None:
+                out[i] = Predicted(values, predicted.probabilities[offset:stop], predicted.classes)
+            else:
+                out[i] = Predicted(values)
+            offset = stop
     return out
 
 
-def _task_row(order: Order, task_id: str, predictions: np.ndarray[Any, Any], now: Any) -> dict[str, Any]:
+def _task_row(order: Order, task_id: str, predicted: Predicted, now: Any) -> dict[str, Any]:
+    probabilities = None
+    if predicted.probabilities is not None:
+        probabilities = tabular.pack_probabilities(predicted.classes or [], predicted.probabilities)
     return {
         "id": task_id,
         "user_id": order.user_id,
@@ -232,7 +281,9 @@ def _task_row(order: Order, task_id: str, predictions: np.ndarray[Any, Any], now
         "rows_total": order.rows,
         "inputs": tabular.pack_columns(order.columns, order.features),
         "row_numbers": None,
-        "outputs": tabular.pack_values(predictions),
+        "outputs": tabular.pack_values(predicted.values),
+        "wants_probabilities": True if order.probabilities else None,
+        "probability_data": probabilities,
         "errors": [],
         "error": None,
         "attempts": 1,

@@ -266,8 +266,12 @@ class DataPlane:
         max_price = max_price_per_row(request.parameters)
         model = await self.model(name, version)
         billing.check_price(model.name, model.version, model.price_per_row, max_price)
+        outputs = oip_columns.requested_outputs(request.outputs, model.task)
+        probabilities = any(kind == oip_columns.PROBABILITIES for _, kind in outputs)
         n, columns = oip_columns.to_columns(request.inputs, model.features, self.settings.predict_max_rows)
         predictor = await self.predictor(model)
+        if probabilities and not billing.gives_probabilities(predictor):
+            raise BadRequest(f"model {model.name!r} version {model.version} does not give class probabilities")
         bill = await self.biller.submit(
             billing.Order(
                 user_id=principal.user_id,
@@ -279,6 +283,7 @@ class DataPlane:
                 columns=columns,
                 rows=n,
                 request_id=request.id,
+                probabilities=probabilities,
             )
         )
         return oip.InferResponse(
@@ -286,8 +291,14 @@ class DataPlane:
             model_version=str(model.version),
             id=request.id if request.id is not None else bill.task_id,
             parameters={"task_id": bill.task_id, "cost": bill.cost},
-            outputs=[oip_columns.output_tensor(bill.predictions)],
+            outputs=[_output(bill, name, kind) for name, kind in outputs],
         )
+
+
+def _output(bill: billing.Bill, name: str, kind: str) -> oip.Tensor:
+    if kind == oip_columns.PROBABILITIES and bill.probabilities is not None:
+        return oip_columns.probability_tensor(bill.probabilities, bill.classes or [], name)
+    return oip_columns.output_tensor(bill.predictions, name)
 
 
 def max_price_per_row(parameters: dict[str, Any] | None) -> int | None:

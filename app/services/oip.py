@@ -264,6 +264,14 @@ def plain_values(tensor: Tensor) -> list[Any]:
     return json_values(tensor.data)
 
 
+def _output_json(tensor: Tensor) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": tensor.name, "shape": tensor.shape, "datatype": tensor.datatype}
+    if tensor.parameters:
+        out["parameters"] = tensor.parameters
+    out["data"] = plain_values(tensor)
+    return out
+
+
 def response_json(response: InferResponse) -> bytes:
     return orjson.dumps(
         {
@@ -271,9 +279,6 @@ def response_json(response: InferResponse) -> bytes:
             "model_version": response.model_version,
             "id": response.id,
             "parameters": response.parameters,
-            "outputs": [
-                {"name": t.name, "shape": t.shape, "datatype": t.datatype, "data": plain_values(t)}
-                for t in response.outputs
-            ],
+            "outputs": [_output_json(t) for t in response.outputs],
         }
     )

@@ -119,7 +119,48 @@ def rows_of(columns: dict[str, np.ndarray[Any, Any]], features: list[Feature]) -
 # -- outputs and metadata ---------------------------------------------------------------------------------
 
 
-def output_tensor(predictions: np.ndarray[Any, Any], name: str = "predict") -> Tensor:
+PREDICT = "predict"
+PROBABILITIES = "probabilities"
+# The names an output of class probabilities may be asked by (MLServer calls it predict_proba).
+PROBABILITY_NAMES = (PROBABILITIES, "predict_proba")
+
+
+def requested_outputs(names: list[str], task: str) -> list[tuple[str, str]]:
+    """The outputs a request names, each as (the name asked, ``predict`` or ``probabilities``), in the order
+    asked; ``predict`` alone when it names none. BadRequest for an unknown name, or probabilities of a model
+    that is not a classifier."""
+    if not names:
+        return [(PREDICT, PREDICT)]
+    out: list[tuple[str, str]] = []
+    for name in dict.fromkeys(names):
+        if name == PREDICT:
+            out.append((name, PREDICT))
+        elif name in PROBABILITY_NAMES:
+            if task != "classification":
+                raise BadRequest(f"output {name!r}: only classifiers give class probabilities; this is a {task} model")
+            out.append((name, PROBABILITIES))
+        else:
+            shown = name if len(name) <= 40 else name[:37] + "..."
+            raise BadRequest(
+                f"unknown output {shown!r}; this model has "
+                + ", ".join(repr(o["name"]) for o in output_metadata(task, None))
+            )
+    return out
+
+
+def probability_tensor(probabilities: np.ndarray[Any, Any], classes: list[Any], name: str = PROBABILITIES) -> Tensor:
+    """Class probabilities as an FP64 tensor of shape [n, k], its classes (in column order) as a parameter."""
+    matrix = np.ascontiguousarray(probabilities, dtype=np.float64)
+    return Tensor(
+        name=name,
+        shape=[int(matrix.shape[0]), len(classes)],
+        datatype="FP64",
+        data=matrix.reshape(-1),
+        parameters={"classes": list(classes)},
+    )
+
+
+def output_tensor(predictions: np.ndarray[Any, Any], name: str = PREDICT) -> Tensor:
     """Predictions as a tensor: FP64 for numbers, INT64 for integer labels, BOOL, or BYTES for text labels."""
     kind = predictions.dtype.kind
     if kind == "b":
@@ -144,4 +185,7 @@ def output_metadata(task: str, classes: list[Any] | None) -> list[dict[str, Any]
         datatype = "INT64"
     else:
         datatype = "FP64"
-    return [{"name": "predict", "datatype": datatype, "shape": [-1]}]
+    outputs: list[dict[str, Any]] = [{"name": PREDICT, "datatype": datatype, "shape": [-1]}]
+    if task == "classification":
+        outputs.append({"name": PROBABILITIES, "datatype": "FP64", "shape": [-1, len(classes) if classes else -1]})
+    return outputs

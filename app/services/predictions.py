@@ -105,7 +105,7 @@ def get_for_user(
     session: Session, *, user_id: int, task_id: str, with_inputs: bool = True, with_outputs: bool = True
 ) -> Task:
     # The rows and results (megabytes for a big batch) load only when asked for.
-    columns = ((Task.inputs, with_inputs), (Task.outputs, with_outputs))
+    columns = ((Task.inputs, with_inputs), (Task.outputs, with_outputs), (Task.probability_data, with_outputs))
     options = [defer(c) for c, wanted in columns if not wanted]  # type: ignore[arg-type]
     task = session.get(Task, task_id, options=options) if len(task_id) <= 36 else None
     if task is None or task.user_id != user_id:
@@ -119,7 +119,7 @@ def list_for_user(
 ) -> Sequence[Task]:
     query = (
         select(Task)
-        .options(defer(Task.inputs), defer(Task.outputs))  # type: ignore[arg-type]
+        .options(defer(Task.inputs), defer(Task.outputs), defer(Task.probability_data))  # type: ignore[arg-type]
         .where(Task.user_id == user_id)
     )
     if status is not None:
@@ -142,6 +142,21 @@ def aligned_results(task: Task) -> list[Any] | None:
     for number, value in zip(task.row_numbers, values, strict=False):
         out[number - 1] = value
     return out
+
+
+def aligned_probabilities(task: Task) -> tuple[list[Any], list[list[float] | None]] | None:
+    """A task's classes and, in the order of the submitted rows, each row's probabilities (None where a row was
+    rejected); None for a task that did not ask for them or has no results yet."""
+    stored = tabular.unpack_probabilities(task.probability_data) if task.wants_probabilities else None
+    if stored is None:
+        return None
+    classes, rows = stored
+    if task.row_numbers is None:
+        return classes, list(rows)
+    out: list[list[float] | None] = [None] * task.rows_total
+    for number, row in zip(task.row_numbers, rows, strict=False):
+        out[number - 1] = row
+    return classes, out
 
 
 def open_task_ids(session: Session) -> list[str]:

@@ -40,7 +40,7 @@ def csv_chunks(table: ResultTable, rows: int = TEXT_CHUNK_ROWS) -> Iterator[byte
     # only the columns that can hold text are looked at cell by cell: the text features, the predictions (labels)
     # and the errors
     texts = [1 + i for i, f in enumerate(table.features) if f.type == "string"]
-    texts += [len(table.features) + 1, len(table.features) + 3]
+    texts += [len(table.features) + 1, len(table.features) + table.width + 3]
     for chunk in table.chunks(rows):
         for i in texts:
             chunk[i] = [_safe_cell(v) for v in chunk[i]]
@@ -139,6 +139,7 @@ def _arrow_schema(pa: Any, table: ResultTable) -> Any:
         pa.int64(),
         *(kind[f.type] for f in table.features),
         _prediction_type(pa, table.outputs),
+        *(pa.float64() for _ in range(table.width)),
         pa.string(),
         pa.string(),
     ]

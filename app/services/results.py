@@ -2,9 +2,10 @@
 
 A task keeps its accepted rows and predictions compactly (app.services.tabular). A download lists every row the
 user sent, in request order: ``row`` (its 1-based position in the request), the features, ``prediction``,
-``status`` (``ok`` or ``rejected``) and ``error`` (why a row was rejected). :class:`ResultTable` hands it over in
-chunks of rows, which app.services.result_writers turns into a body in each format, so a body is never built
-whole. Parquet uploads are read in by app.services.parquet_uploads.
+``status`` (``ok`` or ``rejected``) and ``error`` (why a row was rejected); a task that asked for class
+probabilities has a ``probability_<class>`` column per class right after ``prediction``. :class:`ResultTable`
+hands it over in chunks of rows, which app.services.result_writers turns into a body in each format, so a body
+is never built whole. Parquet uploads are read in by app.services.parquet_uploads.
 """
 
 from __future__ import annotations
@@ -108,6 +109,9 @@ class ResultTable:
     row_numbers: list[int] | None
     rows_total: int
     errors: dict[int, str]
+    # For a task that asked for them: the classes, and each accepted row's probabilities in their order.
+    classes: list[Any] | None = None
+    probabilities: list[list[float]] | None = None
 
     @property
     def rows_accepted(self) -> int:
@@ -115,8 +119,9 @@ class ResultTable:
 
     @property
     def columns(self) -> list[str]:
-        """``row``, the features, ``prediction``, ``status``, ``error``; a column of ours that a feature's name
-        takes is prefixed with ``_`` (as often as needed) so that every name is distinct."""
+        """``row``, the features, ``prediction``, ``probability_<class>`` per class (a task that asked for them),
+        ``status``, ``error``; a column of ours that a feature's name takes is prefixed with ``_`` (as often as
+        needed) so that every name is distinct."""
         taken = {f.name for f in self.features}
 
         def free(name: str) -> str:
@@ -127,7 +132,31 @@ class ResultTable:
 
         row = free("row")
         prediction, status, error = free("prediction"), free("status"), free("error")
-        return [row, *(f.name for f in self.features), prediction, status, error]
+        classes = [free(f"probability_{c}") for c in self.classes or []]
+        return [row, *(f.name for f in self.features), prediction, *classes, status, error]
+
+    @property
+    def width(self) -> int:
+        """How many probability columns follow ``prediction``."""
+        return len(self.classes or [])
+
+    def _probability_columns(self, lo: int, hi: int, at: list[int] | None, count: int) -> list[list[Any]]:
+        """The probability columns of accepted rows ``lo:hi``: in place, or at positions ``at`` of ``count``."""
+        if not self.width:
+            return []
+        rows: list[Any] = (self.probabilities or [])[lo:hi]
+        rows += [None] * (hi - lo - len(rows))
+        columns: list[list[Any]] = []
+        for j in range(self.width):
+            values = [None if r is None else r[j] for r in rows]
+            if at is None:
+                columns.append(values)
+                continue
+            column: list[Any] = [None] * count
+            for i, value in zip(at, values, strict=True):
+                column[i] = value
+            columns.append(column)
+        return columns
 
     def chunks(self, size: int) -> Iterator[list[list[Any]]]:
         """The table in request order, ``size`` rows at a time, as one list per column (see ``columns``)."""
@@ -149,6 +178,7 @@ class ResultTable:
                     list(range(start, stop)),
                     *(self.inputs[name][lo:hi] for name in names),
                     outputs,
+                    *self._probability_columns(lo, hi, None, count),
                     status,
                     [None] * count,
                 ]
@@ -167,7 +197,8 @@ class ResultTable:
             for i in at:
                 status[i] = OK
             error = [None if s == OK else self.errors.get(start + i) for i, s in enumerate(status)]
-            yield [list(range(start, stop)), *features, prediction, status, error]
+            probabilities = self._probability_columns(lo, hi, at, count)
+            yield [list(range(start, stop)), *features, prediction, *probabilities, status, error]
 
 
 def load(session: Session, *, user_id: int, task_id: str) -> ResultTable:
@@ -182,6 +213,7 @@ def load(session: Session, *, user_id: int, task_id: str) -> ResultTable:
     outputs = tabular.unpack_values(task.outputs) or []
     numbers = sorted(task.row_numbers) if task.row_numbers is not None else None
     total = max(task.rows_total, numbers[-1] if numbers else 0, 0 if numbers is not None else len(outputs))
+    stored = tabular.unpack_probabilities(task.probability_data) if task.wants_probabilities else None
     return ResultTable(
         task_id=task.id,
         model=model.name if model else "",
@@ -192,6 +224,8 @@ def load(session: Session, *, user_id: int, task_id: str) -> ResultTable:
         row_numbers=numbers,
         rows_total=total,
         errors={int(e["row"]): str(e["reason"]) for e in task.errors or []},
+        classes=stored[0] if stored else None,
+        probabilities=stored[1] if stored else None,
     )
 
 

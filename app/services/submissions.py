@@ -45,6 +45,7 @@ class Submission:
     task_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     webhook: webhooks.Target | None = None  # told when the task starts or finishes, as it asked
     api_key_id: int | None = None  # the API key that pays (its limit is checked), None for a login token
+    probabilities: bool = False  # the worker also stores each row's class probabilities (the same price)
 
     @property
     def cost(self) -> int:
@@ -162,6 +163,7 @@ def _task_row(sub: Submission, now: datetime) -> dict[str, Any]:
         "rows_total": sub.rows.total,
         "inputs": tabular.pack_columns(sub.rows.columns, sub.features),
         "row_numbers": sub.rows.row_numbers,
+        "wants_probabilities": True if sub.probabilities else None,
         "errors": [e.model_dump() for e in sub.rows.errors],
         "attempts": 0,
         "request_id": sub.request_id,

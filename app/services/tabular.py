@@ -69,6 +69,21 @@ def unpack_values(data: bytes | None) -> list[Any] | None:
     return values
 
 
+def pack_probabilities(classes: Sequence[Any], probabilities: np.ndarray[Any, Any]) -> bytes:
+    """Class probabilities as stored bytes: ``{"classes": [...], "rows": [[p1, …, pk], …]}``, one row per
+    accepted row, in the order of ``classes``."""
+    matrix = np.ascontiguousarray(probabilities, dtype=np.float64)
+    return orjson.dumps({"classes": list(classes), "rows": matrix}, option=_NUMPY)
+
+
+def unpack_probabilities(data: bytes | None) -> tuple[list[Any], list[list[float]]] | None:
+    """The classes and one list of probabilities per accepted row, or None when none were stored."""
+    if data is None:
+        return None
+    stored: dict[str, Any] = orjson.loads(data)
+    return list(stored["classes"]), list(stored["rows"])
+
+
 def rows_of_lists(columns: dict[str, list[Any]], names: Sequence[str]) -> list[dict[str, Any]]:
     """Columns as row objects (for the few places that show rows one by one)."""
     lists = [columns[name] for name in names]

@@ -37,6 +37,7 @@ class Started:
     attempts: int
     rows: int
     inputs: bytes
+    wants_probabilities: bool = False
 
 
 def start_many(engine: Engine, task_ids: list[str]) -> list[Started]:
@@ -60,12 +61,17 @@ def start_many(engine: Engine, task_ids: list[str]) -> list[Started]:
                     updated_at=now,
                 )
                 .returning(
-                    _tasks.c.id, _tasks.c.model_version_id, _tasks.c.attempts, _tasks.c.rows_accepted, _tasks.c.inputs
+                    _tasks.c.id,
+                    _tasks.c.model_version_id,
+                    _tasks.c.attempts,
+                    _tasks.c.rows_accepted,
+                    _tasks.c.inputs,
+                    _tasks.c.wants_probabilities,
                 )
             ).all()
         webhooks.record_events(connection, [row[0] for row in rows], webhooks.STARTED)
     WATCHERS.tell([row[0] for row in rows], STARTED)
-    return [Started(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows]
+    return [Started(r[0], r[1], r[2], r[3], bytes(r[4]), bool(r[5])) for r in rows]
 
 
 # PostgreSQL: start the tasks and NOTIFY their ids (at most MAX_IDS_PER_NOTICE per notice) in one statement.
@@ -73,16 +79,18 @@ _START_SQL = (
     "WITH s AS (UPDATE tasks SET status = 'running', attempts = attempts + 1, "
     "started_at = coalesce(started_at, %b), updated_at = %b "
     "WHERE id = ANY(%b::VARCHAR[]) AND status IN ('queued', 'running') "
-    "RETURNING id, model_version_id, attempts, rows_accepted, inputs), "
+    "RETURNING id, model_version_id, attempts, rows_accepted, inputs, wants_probabilities), "
     "n AS (SELECT pg_notify(%b::text, 'started:' || string_agg(id, ',')) "
     "FROM (SELECT id, (row_number() OVER () - 1) / %b::int AS g FROM s) AS x GROUP BY g) "
-    "SELECT s.id, s.model_version_id, s.attempts, s.rows_accepted, s.inputs, (SELECT count(*) FROM n) FROM s"
+    "SELECT s.id, s.model_version_id, s.attempts, s.rows_accepted, s.inputs, s.wants_probabilities, "
+    "(SELECT count(*) FROM n) FROM s"
 )
 
 # PostgreSQL: store each open task's results, close its hold; returns (task id, held amount or NULL).
 _FINISH_SQL = (
-    "WITH f AS (UPDATE tasks SET status = 'succeeded', outputs = u.outputs, finished_at = %b, updated_at = %b, "
-    "error = NULL FROM unnest(%b::VARCHAR[], %b::BYTEA[]) AS u(id, outputs) "
+    "WITH f AS (UPDATE tasks SET status = 'succeeded', outputs = u.outputs, probability_data = u.probabilities, "
+    "finished_at = %b, updated_at = %b, error = NULL "
+    "FROM unnest(%b::VARCHAR[], %b::BYTEA[], %b::BYTEA[]) AS u(id, outputs, probabilities) "
     "WHERE tasks.id = u.id AND tasks.status IN ('queued', 'running') RETURNING tasks.id), "
     "h AS (UPDATE charge_holds SET status = 'settled', closed_at = %b "
     "WHERE task_id IN (SELECT id FROM f) AND status = 'held' RETURNING task_id, amount) "
@@ -92,11 +100,14 @@ _FINISH_SQL = (
 
 @dataclass(frozen=True)
 class Done:
-    """A task's predictions, to store and settle; ``author_id`` is the model's author (paid their share)."""
+    """A task's predictions, to store and settle; ``author_id`` is the model's author (paid their share);
+    ``probabilities``: the stored class probabilities (app.services.tabular.pack_probabilities) of a task that
+    asked for them."""
 
     task_id: str
     predictions: np.ndarray[Any, Any]
     author_id: int | None
+    probabilities: bytes | None = None
 
 
 def complete_many(engine: Engine, done: list[Done], *, author_share_percent: int) -> set[str]:
@@ -110,7 +121,7 @@ def complete_many(engine: Engine, done: list[Done], *, author_share_percent: int
     if not done:
         return set()
     now = utcnow()
-    outputs = {d.task_id: tabular.pack_values(d.predictions) for d in done}
+    outputs = {d.task_id: (tabular.pack_values(d.predictions), d.probabilities) for d in done}
     author_of = {d.task_id: d.author_id for d in done}
     with engine.connect() as connection, connection.begin():
         # the accounts first (in id order, as every batch locks them), then the tasks
@@ -138,15 +149,26 @@ def _is_pg(connection: sa.Connection) -> bool:
     return connection.dialect.name == "postgresql"
 
 
-def _finish(connection: sa.Connection, outputs: dict[str, bytes], now: datetime) -> dict[str, int | None]:
-    """Marks the open ones of the tasks succeeded with their results and closes their holds: task id → the
-    amount of the hold closed now (None if it was closed before)."""
+def _finish(
+    connection: sa.Connection, outputs: dict[str, tuple[bytes, bytes | None]], now: datetime
+) -> dict[str, int | None]:
+    """Marks the open ones of the tasks succeeded with their results (and probabilities) and closes their holds:
+    task id → the amount of the hold closed now (None if it was closed before)."""
     if _is_pg(connection):
-        rows = connection.exec_driver_sql(_FINISH_SQL, (now, now, list(outputs), list(outputs.values()), now))
+        results = [o[0] for o in outputs.values()]
+        probabilities = [o[1] for o in outputs.values()]
+        rows = connection.exec_driver_sql(_FINISH_SQL, (now, now, list(outputs), results, probabilities, now))
         return {row[0]: None if row[1] is None else int(row[1]) for row in rows}
     held: dict[str, int | None] = {}
-    for task_id, data in outputs.items():
-        succeeded = dict(status=TaskStatus.succeeded.value, outputs=data, finished_at=now, updated_at=now, error=None)
+    for task_id, (data, probability_data) in outputs.items():
+        succeeded = dict(
+            status=TaskStatus.succeeded.value,
+            outputs=data,
+            probability_data=probability_data,
+            finished_at=now,
+            updated_at=now,
+            error=None,
+        )
         if not guarded.changed(connection, _tasks, task_id, succeeded, statuses=OPEN_STATUSES):
             continue
         amount = connection.execute(

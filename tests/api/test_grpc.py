@@ -106,7 +106,7 @@ def test_health_and_metadata_need_no_token(
     assert meta["name"] == "iris-logistic" and meta["versions"] == ["1"]
     assert [i["name"] for i in meta["inputs"]] == IRIS
     assert {(i["datatype"], tuple(i["shape"])) for i in meta["inputs"]} == {("FP64", ("-1", "1"))}  # int64 as text
-    assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [("predict", "BYTES")]
+    assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [("predict", "BYTES"), ("probabilities", "FP64")]
 
     # What tritonclient does not read: the price, as MLServer's metadata parameters.
     own = stub.ModelMetadata(pb.ModelMetadataRequest(name="iris-logistic", version="1"))

@@ -5,7 +5,9 @@ transport-free :class:`~app.services.dataplane.DataPlane` that the REST routes
 call too. Standard clients work unmodified: ``tritonclient.grpc`` sends tensors
 as ``raw_input_contents`` by default; typed ``contents`` are accepted as well.
 Outputs go back as ``raw_output_contents`` (little-endian; BYTES elements each
-after a 4-byte length), which is what ``InferResult.as_numpy`` reads.
+after a 4-byte length), which is what ``InferResult.as_numpy`` reads. A classifier's ``probabilities`` output
+(asked for in ``outputs``) carries its ``classes`` parameter as a JSON string, the protocol's parameters being
+scalars.
 
 ModelInfer needs ``authorization: Bearer <token>`` (a login token or an API key
 with the ``predict`` scope) in the call's metadata, as REST does; health and
@@ -25,6 +27,7 @@ from typing import Any, TypeVar
 
 import grpc
 import numpy as np
+import orjson
 
 from app.api.grpc import open_inference_pb2 as pb
 from app.api.grpc import open_inference_pb2_grpc as pb_grpc
@@ -204,6 +207,8 @@ def set_parameter(target: pb.InferParameter, value: Any) -> None:
         target.uint64_param = int(value)
     elif isinstance(value, float | np.floating):
         target.double_param = float(value)
+    elif isinstance(value, list | tuple | dict):  # such as a probabilities output's classes: as a JSON string
+        target.string_param = orjson.dumps(value).decode()
     else:
         target.string_param = str(value)
 

@@ -69,8 +69,15 @@ async def model_version_ready(name: ModelName, version: Version, dataplane: Data
 
 
 _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "The predictions, one per row, as the `predict` output tensor"},
-    400: {"description": "Malformed tensors or rows that do not fit the model's input schema"},
+    200: {
+        "description": "The predictions, one per row, as the `predict` output tensor; with `outputs` naming "
+        "`probabilities` (or `predict_proba`), a classifier's class probabilities too, an FP64 `[N, K]` tensor whose "
+        "`parameters.classes` lists the classes; with `outputs`, only the outputs named"
+    },
+    400: {
+        "description": "Malformed tensors, rows that do not fit the model's input schema, an unknown output, or "
+        "probabilities asked of a regressor"
+    },
     401: {"description": "No or an invalid bearer token"},
     402: {"description": "The balance does not cover the rows, or an API key's monthly spend limit would be passed"},
     403: {"description": "An API key without the 'predict' scope"},

@@ -17,12 +17,15 @@ router = APIRouter(prefix="/predictions", tags=["predictions"])
 
 
 def to_public(task: Task, model: ModelVersion | ServedModel | None, *, with_results: bool = True) -> TaskPublic:
+    probabilities = predictions.aligned_probabilities(task) if with_results else None
     return TaskPublic.model_validate(
         task,
         update={
             "model": model.name if model else "",
             "version": model.version if model else 0,
             "results": predictions.aligned_results(task) if with_results else None,
+            "classes": probabilities[0] if probabilities else None,
+            "probabilities": probabilities[1] if probabilities else None,
         },
     )
 

@@ -51,6 +51,7 @@ class PredictionInput:
         parquet: bytes | None = None,
         max_price_per_row: int | None = None,
         webhook: webhooks.Target | None = None,
+        probabilities: bool = False,
     ):
         self.model = model
         self.version = version
@@ -59,6 +60,7 @@ class PredictionInput:
         self.parquet = parquet
         self.max_price_per_row = max_price_per_row
         self.webhook = webhook
+        self.probabilities = probabilities
 
 
 class PriceCap(BaseModel):
@@ -95,12 +97,19 @@ async def read_prediction_input(request: Request, settings: SettingsDep) -> Pred
         raise Unprocessable(describe_validation_errors(exc.errors())) from exc
     cap = _price_cap(loaded.get("max_price_per_row"))
     hook = webhook_target(loaded, settings)
-    return PredictionInput(parsed.model, parsed.version, rows=parsed.rows, max_price_per_row=cap, webhook=hook)
+    return PredictionInput(
+        parsed.model,
+        parsed.version,
+        rows=parsed.rows,
+        max_price_per_row=cap,
+        webhook=hook,
+        probabilities=parsed.probabilities,
+    )
 
 
 async def _read_multipart(request: Request, settings: Settings) -> PredictionInput:
     try:
-        form = await request.form(max_files=1, max_fields=10, max_part_size=settings.predict_max_bytes + 1)
+        form = await request.form(max_files=1, max_fields=16, max_part_size=settings.predict_max_bytes + 1)
     except Exception as exc:  # python-multipart raises several types for malformed bodies
         raise BadRequest(f"malformed multipart form: {exc}") from exc
     model = form.get("model")
@@ -121,6 +130,7 @@ async def _read_multipart(request: Request, settings: Settings) -> PredictionInp
         if not cap_raw.strip().isdigit() or len(cap_raw.strip()) > 15:
             raise Unprocessable("max_price_per_row must be a whole number of credits, at least 1")
         cap = _price_cap(int(cap_raw.strip()))
+    wants = _form_flag(form.get("probabilities"), "probabilities")
     events = ",".join(v for v in form.getlist("webhook_events") if isinstance(v, str))
     hook = webhook_target({"webhook": form.get("webhook"), "webhook_events": events or None}, settings)
     data = await upload.read(settings.predict_max_bytes + 1)
@@ -138,12 +148,35 @@ async def _read_multipart(request: Request, settings: Settings) -> PredictionInp
             max_rows=settings.predict_max_rows,
             max_bytes=settings.predict_max_bytes,
         )
-        return PredictionInput(model.strip(), version, parquet=data, max_price_per_row=cap, webhook=hook)
+        return PredictionInput(
+            model.strip(), version, parquet=data, max_price_per_row=cap, webhook=hook, probabilities=wants
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise BadRequest("file must be utf-8 csv") from exc
-    return PredictionInput(model.strip(), version, csv_text=text, max_price_per_row=cap, webhook=hook)
+    return PredictionInput(
+        model.strip(), version, csv_text=text, max_price_per_row=cap, webhook=hook, probabilities=wants
+    )
+
+
+def _form_flag(value: Any, name: str) -> bool:
+    """A form's true/false field: absent or empty is false."""
+    text = value.strip().lower() if isinstance(value, str) else ""
+    if text in ("", "false", "0", "no"):
+        return False
+    if text in ("true", "1", "yes"):
+        return True
+    raise Unprocessable(f"{name} must be true or false")
+
+
+def check_probabilities(model: ServedModel, asked: bool) -> None:
+    """Unprocessable (422, nothing charged) when probabilities are asked of a model that has none."""
+    if asked and model.task != "classification":
+        raise Unprocessable(
+            f"model {model.name!r} version {model.version} is a {model.task} model: only classifiers give class "
+            "probabilities; send the request without 'probabilities'"
+        )
 
 
 PredictionInputDep = Annotated[PredictionInput, Depends(read_prediction_input)]
@@ -153,6 +186,13 @@ _MAX_PRICE_SCHEMA = {
     "minimum": 1,
     "description": "The most you pay per row: a model (or its newest version) that costs more answers 409 and "
     "charges nothing",
+}
+
+_PROBABILITIES_SCHEMA = {
+    "type": "boolean",
+    "default": False,
+    "description": "Also give each row's probability per class (classifiers only; the same price): `classes` and "
+    "`probabilities` on the finished task, `probability_<class>` columns in the results",
 }
 
 
@@ -174,6 +214,7 @@ _REQUEST_BODY = {
                     "model": {"type": "string"},
                     "version": {"type": "integer", "minimum": 1},
                     "max_price_per_row": _MAX_PRICE_SCHEMA,
+                    "probabilities": _PROBABILITIES_SCHEMA,
                     **WEBHOOK_PROPERTIES,
                     "file": {
                         "type": "string",
@@ -207,7 +248,7 @@ CHECK_IN_THREAD_ROWS = 200
         404: {"description": "Unknown model or version"},
         409: {"description": "The model costs more per row than `max_price_per_row`"},
         413: {"description": "Too many rows or bytes"},
-        422: {"description": "No valid row, or a malformed request"},
+        422: {"description": "No valid row, a malformed request, or probabilities asked of a regressor"},
     },
 )
 async def create_prediction(
@@ -223,6 +264,7 @@ async def create_prediction(
 ) -> Any:
     model = await dataplane.model(payload.model, payload.version)
     check_price(model.name, model.version, model.price_per_row, payload.max_price_per_row)
+    check_probabilities(model, payload.probabilities)
     rows = await _prepared(payload, model, settings.predict_max_rows)
     submission = submissions.Submission(
         user_id=principal.user_id,
@@ -232,6 +274,7 @@ async def create_prediction(
         request_id=current_request_id(),
         api_key_id=principal.api_key_id,
         webhook=payload.webhook,
+        probabilities=payload.probabilities,
     )
     submission.check()
     wait = requested_wait(prefer)

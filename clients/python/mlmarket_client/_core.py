@@ -205,6 +205,10 @@ class Task:
     results: list[Any] | None
     error: str | None
     raw: dict[str, Any] = field(repr=False)
+    # Only for a task that asked for them: the class labels, and per entry of ``results`` its probability per
+    # class in that order (None for a rejected row).
+    classes: list[Any] | None = None
+    probabilities: list[list[float] | None] | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Task:
@@ -220,6 +224,8 @@ class Task:
             results=data.get("results"),
             error=data.get("error"),
             raw=data,
+            classes=data.get("classes"),
+            probabilities=data.get("probabilities"),
         )
 
     @property
@@ -235,6 +241,16 @@ class PredictionResult:
     predictions: list[Any]
     errors: list[RowError]
     task: Task
+
+    @property
+    def classes(self) -> list[Any] | None:
+        """The class labels, when probabilities were asked for."""
+        return self.task.classes
+
+    @property
+    def probabilities(self) -> list[list[float] | None] | None:
+        """Per row, its probability per class (in the order of ``classes``), when asked for."""
+        return self.task.probabilities
 
     @property
     def id(self) -> str:
@@ -337,8 +353,12 @@ def features_of(model: Model, version: int | None) -> list[str]:
     raise errors.NotFound(f"model {model.name!r} has no published version {version}", status=404)
 
 
-def prediction_body(model: str, rows: list[Any], version: int | None, max_price_per_row: int | None) -> dict[str, Any]:
+def prediction_body(
+    model: str, rows: list[Any], version: int | None, max_price_per_row: int | None, probabilities: bool = False
+) -> dict[str, Any]:
     body: dict[str, Any] = {"model": model, "rows": rows}
+    if probabilities:
+        body["probabilities"] = True
     if version is not None:
         body["version"] = version
     if max_price_per_row is not None:
@@ -411,12 +431,19 @@ def finished_result(task: Task, accepted: Task | None = None) -> PredictionResul
 
 
 def shaped(result: PredictionResult, data: Any, column: str) -> Any:
-    """A DataFrame given: a copy with the ``column`` of predictions added (and ``error`` when rows were
-    rejected). Rows given: the :class:`PredictionResult`."""
+    """A DataFrame given: a copy with the ``column`` of predictions added (then ``probability_<class>`` per class
+    when probabilities were asked for, and ``error`` when rows were rejected). Rows given: the
+    :class:`PredictionResult`."""
     if not is_dataframe(data):
         return result
     out = data.copy()
     out[column] = result.predictions
+    if result.classes is not None and result.probabilities is not None:
+        # one column per class, right after the predictions
+        at = list(out.columns).index(column) + 1
+        for j, label in enumerate(result.classes):
+            values = [None if row is None else row[j] for row in result.probabilities]
+            out.insert(at + j, f"probability_{label}", values, allow_duplicates=True)
     if result.errors:
         reasons = result.error_by_row
         out["error"] = [reasons.get(i) for i in range(len(out))]

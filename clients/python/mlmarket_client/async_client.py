@@ -89,6 +89,7 @@ class AsyncClient:
         wait: bool | float = True,
         max_price_per_row: int | None = None,
         column: str = "prediction",
+        probabilities: bool = False,
     ) -> PredictionResult: ...
 
     @overload
@@ -101,6 +102,7 @@ class AsyncClient:
         wait: bool | float = True,
         max_price_per_row: int | None = None,
         column: str = "prediction",
+        probabilities: bool = False,
     ) -> Any: ...
 
     async def predict(
@@ -112,6 +114,7 @@ class AsyncClient:
         wait: bool | float = True,
         max_price_per_row: int | None = None,
         column: str = "prediction",
+        probabilities: bool = False,
     ) -> Any:
         """Predicts ``rows`` and waits for the result.
 
@@ -121,9 +124,14 @@ class AsyncClient:
         ``wait`` is True (as long as it takes) or at most that many seconds (then :class:`PredictionTimeout`,
         and the task goes on). ``max_price_per_row`` refuses (409, :class:`PriceChanged`) a model that costs
         more per row, charging nothing. A failed task raises :class:`TaskFailed` (it was refunded).
+        ``probabilities=True`` (classifiers only, the same price) also gives each row's probability per class:
+        ``classes`` and ``probabilities`` on the result, or a ``probability_<class>`` column per class after
+        ``column`` in the DataFrame.
         """
         deadline = _core.wait_deadline(wait, time.monotonic())
-        accepted = await self._submit(model, rows, version, max_price_per_row, deadline, waiting=True)
+        accepted = await self._submit(
+            model, rows, version, max_price_per_row, deadline, waiting=True, probabilities=probabilities
+        )
         task = accepted if accepted.finished else await self._wait(accepted.id, deadline)
         return _core.shaped(_core.finished_result(task, accepted), rows, column)
 
@@ -192,12 +200,13 @@ class AsyncClient:
         deadline: float | None,
         *,
         waiting: bool,
+        probabilities: bool = False,
     ) -> Task:
         if _core.is_dataframe(rows):
             listed = _core.frame_rows(rows, await self._features(model, version))
         else:
             listed = _core.listed_rows(rows)
-        body = _core.prediction_body(model, listed, version, max_price_per_row)
+        body = _core.prediction_body(model, listed, version, max_price_per_row, probabilities)
         headers: dict[str, str] = {"Content-Type": "application/json"}
         timeout: float | None = None
         if waiting:

@@ -88,6 +88,7 @@ class Client:
         wait: bool | float = True,
         max_price_per_row: int | None = None,
         column: str = "prediction",
+        probabilities: bool = False,
     ) -> PredictionResult: ...
 
     @overload
@@ -100,6 +101,7 @@ class Client:
         wait: bool | float = True,
         max_price_per_row: int | None = None,
         column: str = "prediction",
+        probabilities: bool = False,
     ) -> Any: ...
 
     def predict(
@@ -111,6 +113,7 @@ class Client:
         wait: bool | float = True,
         max_price_per_row: int | None = None,
         column: str = "prediction",
+        probabilities: bool = False,
     ) -> Any:
         """Predicts ``rows`` and waits for the result.
 
@@ -120,9 +123,14 @@ class Client:
         ``wait`` is True (as long as it takes) or at most that many seconds (then :class:`PredictionTimeout`,
         and the task goes on). ``max_price_per_row`` refuses (409, :class:`PriceChanged`) a model that costs
         more per row, charging nothing. A failed task raises :class:`TaskFailed` (it was refunded).
+        ``probabilities=True`` (classifiers only, the same price) also gives each row's probability per class:
+        ``classes`` and ``probabilities`` on the result, or a ``probability_<class>`` column per class after
+        ``column`` in the DataFrame.
         """
         deadline = _core.wait_deadline(wait, time.monotonic())
-        accepted = self._submit(model, rows, version, max_price_per_row, deadline, waiting=True)
+        accepted = self._submit(
+            model, rows, version, max_price_per_row, deadline, waiting=True, probabilities=probabilities
+        )
         task = accepted if accepted.finished else self._wait(accepted.id, deadline)
         return _core.shaped(_core.finished_result(task, accepted), rows, column)
 
@@ -191,12 +199,13 @@ class Client:
         deadline: float | None,
         *,
         waiting: bool,
+        probabilities: bool = False,
     ) -> Task:
         if _core.is_dataframe(rows):
             listed = _core.frame_rows(rows, self._features(model, version))
         else:
             listed = _core.listed_rows(rows)
-        body = _core.prediction_body(model, listed, version, max_price_per_row)
+        body = _core.prediction_body(model, listed, version, max_price_per_row, probabilities)
         headers: dict[str, str] = {"Content-Type": "application/json"}
         timeout: float | None = None
         if waiting:

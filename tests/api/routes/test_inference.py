@@ -34,7 +34,10 @@ def test_tritonclient_health_metadata_and_billed_infer(live_server: str, iris: A
     assert client.is_model_ready("iris-logistic")
     meta = client.get_model_metadata("iris-logistic")
     assert [i["name"] for i in meta["inputs"]] == IRIS
-    assert meta["outputs"] == [{"name": "predict", "datatype": "BYTES", "shape": [-1]}]
+    assert meta["outputs"] == [
+        {"name": "predict", "datatype": "BYTES", "shape": [-1]},
+        {"name": "probabilities", "datatype": "FP64", "shape": [-1, 3]},  # a classifier's class probabilities
+    ]
 
     tensor = triton.InferInput("input-0", list(SAMPLES.shape), "FP64")
     tensor.set_data_from_numpy(SAMPLES)  # binary tensor extension, the client's default

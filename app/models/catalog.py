@@ -68,6 +68,11 @@ class FeaturePublic(SQLModel):
     name: str
     type: str
     categories: list[str] | None = None
+    # The profile of the training data, for filling in a row (None on versions trained before it was kept):
+    # the finite range of a number or integer, and a typical value (the median, or the most frequent string).
+    minimum: float | None = None
+    maximum: float | None = None
+    example: float | int | str | None = None
 
 
 class ModelVersionPublic(SQLModel):

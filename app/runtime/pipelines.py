@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
@@ -25,9 +26,11 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from app.core.errors import Unprocessable
 from app.runtime.algorithms import ALGORITHMS, Algorithm, Task, checked_hyperparameters
-from app.runtime.schema import Feature
+from app.runtime.schema import MAX_STRING_LENGTH, Feature, check_text
 
 MAX_CATEGORIES_RECORDED = 100
+# Significant digits of the example of a number feature: 5.8, not 5.800000000000001.
+EXAMPLE_DIGITS = 4
 
 
 def _checked_hyperparameters(algorithm: Algorithm, hyperparameters: dict[str, Any]) -> dict[str, Any]:
@@ -72,8 +75,30 @@ def build_pipeline(
     return Pipeline([("preprocess", preprocess), ("model", estimator)])
 
 
+def _number_profile(series: pd.Series, integer: bool) -> dict[str, Any]:
+    """The finite range of a numeric column and its median (a whole number for integers, else 4 significant
+    digits); empty when the column has no finite value."""
+    values = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return {}
+    median = float(np.median(values))
+    example: float | int = round(median) if integer else float(f"{median:.{EXAMPLE_DIGITS}g}")
+    return {"minimum": float(values.min()), "maximum": float(values.max()), "example": example}
+
+
+def _most_frequent(values: pd.Series) -> str | None:
+    """The most frequent value (the first in sorted order on a tie), when it is fit to show in a form."""
+    counts = values.value_counts()
+    if counts.empty:
+        return None
+    top = sorted(str(v) for v in counts.index[counts == counts.iloc[0]])[0]
+    return top if top and check_text(top, MAX_STRING_LENGTH) is None else None
+
+
 def infer_features(df: pd.DataFrame, target: str) -> list[Feature]:
-    """The schema of every column but ``target``: integers, numbers, or strings (with their categories)."""
+    """The schema of every column but ``target``: integers, numbers, or strings (with their categories), each with
+    its profile in the data (the range of numbers, a typical value)."""
     if target not in df.columns:
         raise Unprocessable(
             f"the target column {target!r} is not in the data (columns: {', '.join(map(str, df.columns))})"
@@ -85,15 +110,17 @@ def infer_features(df: pd.DataFrame, target: str) -> list[Feature]:
         series = df[column]
         name = str(column)
         if pd.api.types.is_bool_dtype(series):
-            features.append(Feature(name=name, type="string", categories=["False", "True"]))
+            example = _most_frequent(series.dropna().map(str))
+            features.append(Feature(name=name, type="string", categories=["False", "True"], example=example))
         elif pd.api.types.is_integer_dtype(series):
-            features.append(Feature(name=name, type="integer"))
+            features.append(Feature(name=name, type="integer", **_number_profile(series, integer=True)))
         elif pd.api.types.is_numeric_dtype(series):
-            features.append(Feature(name=name, type="number"))
+            features.append(Feature(name=name, type="number", **_number_profile(series, integer=False)))
         else:
-            values = sorted({str(v).strip() for v in series.dropna()})
+            texts = series.dropna().map(lambda v: str(v).strip())
+            values = sorted(set(texts))
             categories = values if len(values) <= MAX_CATEGORIES_RECORDED else None
-            features.append(Feature(name=name, type="string", categories=categories))
+            features.append(Feature(name=name, type="string", categories=categories, example=_most_frequent(texts)))
     if not features:
         raise Unprocessable("the data has no feature column besides the target")
     return features

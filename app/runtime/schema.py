@@ -34,7 +34,9 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 class Feature(BaseModel):
     """One input column of a model. ``categories`` lists the values a string feature was trained on.
 
-    A string outside ``categories`` is accepted: the model's encoder ignores unknown categories.
+    A string outside ``categories`` is accepted: the model's encoder ignores unknown categories. The profile
+    (``minimum``, ``maximum``: the finite range of a number or integer in the training data; ``example``: a
+    typical value) helps a person fill in a row; it never refuses one. Versions trained before it have None.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -42,6 +44,9 @@ class Feature(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     type: FeatureType
     categories: list[str] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    example: float | int | str | None = None
 
 
 class RowError(BaseModel):

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from web_ui.utils import csv_check, session, tasks
+from web_ui.utils import csv_check, row_form, session, tasks
 from web_ui.utils import formatting as fmt
 from web_ui.utils.api import ApiClient, ApiError
 
@@ -60,6 +60,7 @@ if len(versions) > 1:
     model = by_version[int(picked)]
 price = int(model.get("price_per_row") or 0)
 features: list[dict[str, Any]] = list(model.get("input_schema") or [])
+classifier = model.get("task") == "classification"  # its results come with each class's probability
 
 balance = session.call(client.wallet)["balance"]
 info = st.container(horizontal=True, gap="small")
@@ -86,25 +87,13 @@ def failed(exc: ApiError) -> None:
         st.page_link("app_pages/wallet.py", label="Top up your wallet", icon=":material/add_card:")
 
 
-def feature_input(feature: dict[str, Any]) -> Any:
-    label = str(feature["name"])
-    key = f"feature-{name}-{label}"
-    kind = feature.get("type")
-    if kind == "string" and feature.get("categories"):
-        return st.selectbox(label, [str(c) for c in feature["categories"]], key=key)
-    if kind == "string":
-        return st.text_input(label, key=key)
-    if kind == "integer":
-        return int(st.number_input(label, value=0, step=1, key=key))
-    return float(st.number_input(label, value=0.0, step=0.1, format="%.4f", key=key))
-
-
 def template(features: list[dict[str, Any]]) -> bytes:
     return (",".join(str(f["name"]) for f in features) + "\n").encode()
 
 
 def highlighted(result: csv_check.CsvCheck) -> None:
-    """The rows with a problem first, then the others; each bad cell in red, its reason on the right."""
+    """The rows with a problem first, then the others; each bad cell in red, its reason on the right (a cell far
+    outside the training range in amber)."""
     bad = sorted(result.bad_rows)
     shown = (bad + [i for i in range(len(result.records)) if i not in result.bad_rows])[:PREVIEW_ROWS]
     width = len(result.header)
@@ -118,6 +107,9 @@ def highlighted(result: csv_check.CsvCheck) -> None:
 
     def paint(table: pd.DataFrame) -> pd.DataFrame:
         colours = pd.DataFrame("", index=table.index, columns=table.columns)
+        for row, column in result.far_outside:  # predicted, but far outside the training range
+            if row + 1 in colours.index and column in colours.columns:
+                colours.loc[row + 1, column] = "background-color: #fef3c7; color: #92400e"
         for row, column in result.cell_problems:
             if row + 1 in colours.index and column in colours.columns:
                 colours.loc[row + 1, column] = "background-color: #fde2e1; color: #9f1c1c; font-weight: 600"
@@ -165,6 +157,13 @@ def check_file(filename: str, data: bytes) -> None:
             icon=":material/warning:",
         )
         st.markdown("\n".join(f"- {line}" for line in csv_check.problems_text(result)))
+    if result.far_outside:
+        st.warning(
+            f"{len(result.far_outside)} cell(s) are far outside the values the model was trained on; their rows "
+            "are predicted and charged, but their predictions may mean little:",
+            icon=":material/warning:",
+        )
+        st.markdown("\n".join(f"- {line}" for line in csv_check.far_text(result)))
     cost = price * rows
     st.markdown(f"**Cost: {fmt.credits(price)} {TIMES} {rows:,} row(s) = {fmt.credits(cost)}**")
     short = cost > balance
@@ -183,32 +182,39 @@ def check_file(filename: str, data: bytes) -> None:
     ):
         st.session_state.pop(CURRENT_TASK, None)  # a new submission replaces the last result, even if it fails
         try:
-            submitted(client.predict_csv(name, filename, result.utf8(), version=model.get("version")))
+            submitted(
+                client.predict_csv(
+                    name, filename, result.utf8(), version=model.get("version"), probabilities=classifier
+                )
+            )
         except ApiError as exc:
             failed(exc)
 
 
 one_row, batch = st.tabs(["One row", "A CSV file (batch)"])
 
-with one_row, st.form(f"row-{name}"):
-    st.markdown("Fill in the model's inputs:")
-    columns = st.columns(3)
-    row = {}
-    for number, feature in enumerate(features):
-        with columns[number % 3]:
-            row[str(feature["name"])] = feature_input(feature)
+with one_row:
+    st.markdown("Fill in the model's inputs (each starts at a typical value of the data it was trained on):")
+    row = row_form.inputs(name, features)
+    go_ahead = row_form.confirmed(name, row_form.doubtful(features, row))
     st.markdown(f"**Cost: {fmt.credits(price)} {TIMES} 1 row = {fmt.credits(price)}**")
     if balance < price:
         st.warning(
             f"Your balance ({fmt.credits(balance)}) is {fmt.credits(price - balance)} short of this prediction.",
             icon=":material/account_balance_wallet:",
         )
-    if st.form_submit_button(
-        f"Pay {fmt.credits(price)} and predict", type="primary", icon=":material/bolt:", disabled=balance < price
-    ):
+    pay = st.button(
+        f"Pay {fmt.credits(price)} and predict",
+        type="primary",
+        icon=":material/bolt:",
+        disabled=balance < price or not go_ahead,
+        key=f"pay-row-{name}",
+    )
+    # A value typed just before the click is checked in this run too: without the tick, no money moves.
+    if pay and go_ahead:
         st.session_state.pop(CURRENT_TASK, None)  # a new submission replaces the last result, even if it fails
         try:
-            submitted(client.predict_rows(name, [row], version=model.get("version")))
+            submitted(client.predict_rows(name, [row], version=model.get("version"), probabilities=classifier))
         except ApiError as exc:
             failed(exc)
 

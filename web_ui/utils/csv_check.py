@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from web_ui.utils import profile
+
 # The encodings a person can pick when a file is not UTF-8 (spreadsheets on some systems save these).
 ENCODINGS = {
     "utf-8": "UTF-8",
@@ -32,6 +34,8 @@ class CsvCheck:
     records: list[list[str]] = field(default_factory=list)  # data rows, blank lines left out
     header_problem: str | None = None  # a problem that stops the whole file
     cell_problems: dict[tuple[int, str], str] = field(default_factory=dict)  # (data row index, column) → why
+    # Cells of rows without a problem that lie far outside the training range: predicted, but doubtful.
+    far_outside: dict[tuple[int, str], str] = field(default_factory=dict)
 
     @property
     def bad_rows(self) -> set[int]:
@@ -134,12 +138,25 @@ def check(data: bytes, features: list[dict[str, Any]], encoding: str | None = No
             problem = _cell_problem(value, by_name[column])
             if problem:
                 result.cell_problems[(index, column)] = problem
+            elif profile.far_outside(by_name[column], value):
+                result.far_outside[(index, column)] = profile.far_reason(by_name[column], value)
+    bad = result.bad_rows
+    result.far_outside = {cell: why for cell, why in result.far_outside.items() if cell[0] not in bad}
     return result
 
 
 def problems_text(result: CsvCheck) -> list[str]:
     """One line per bad cell (at most MAX_PROBLEMS), numbered as a person counts rows: the first data row is 1."""
-    lines = [f"Row {row + 1}, `{column}`: {why}" for (row, column), why in sorted(result.cell_problems.items())]
+    return _lines(result.cell_problems)
+
+
+def far_text(result: CsvCheck) -> list[str]:
+    """One line per cell far outside the training range (at most MAX_PROBLEMS), rows numbered from 1."""
+    return _lines(result.far_outside)
+
+
+def _lines(cells: dict[tuple[int, str], str]) -> list[str]:
+    lines = [f"Row {row + 1}, `{column}`: {why}" for (row, column), why in sorted(cells.items())]
     if len(lines) > MAX_PROBLEMS:
         lines = [*lines[:MAX_PROBLEMS], f"… and {len(lines) - MAX_PROBLEMS} more"]
     return lines

@@ -6,6 +6,7 @@ The predict page shows the task it just paid for; the history page shows the one
 from __future__ import annotations
 
 import io
+import math
 import time
 from typing import Any
 
@@ -25,6 +26,8 @@ STATUS_WORDS = {
     "failed": "The prediction failed",
 }
 POLL_SECONDS = 0.5
+# The results CSV of a classifier asked for probabilities has one such column per class, after the prediction.
+PROBABILITY = "probability_"
 FOLLOW_MAX_SECONDS = 300.0
 
 
@@ -132,6 +135,51 @@ def _predicted(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(plain, columns=first + [c for c in frame.columns if c not in first])
 
 
+def _share(value: Any) -> float | None:
+    """A probability from the API as a float in [0, 1], or None when it is not one."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return min(1.0, max(0.0, float(value))) if -1e-9 <= value <= 1 + 1e-9 else None
+
+
+def class_probabilities(task: dict[str, Any], frame: pd.DataFrame | None) -> list[tuple[str, float]]:
+    """Each class's probability for a one-row result, the most likely first: from the task's ``classes`` and
+    ``probabilities`` (one list per result), else from the ``probability_<class>`` columns of the results CSV.
+    Empty when the answer has none (a regressor, a version of the API without them, more than one row)."""
+    classes, given = task.get("classes"), task.get("probabilities")
+    pairs: list[tuple[str, Any]] = []
+    if isinstance(classes, list) and isinstance(given, list) and len(given) == 1 and isinstance(given[0], list):
+        if len(given[0]) == len(classes):
+            pairs = [(str(c), p) for c, p in zip(classes, given[0], strict=True)]
+    elif frame is not None and len(frame) == 1:
+        named = [str(c) for c in frame.columns if str(c).startswith(PROBABILITY)]
+        pairs = [(c[len(PROBABILITY) :], frame[c].iloc[0]) for c in named]
+    shares = [(label, _share(p)) for label, p in pairs]
+    clean = [(label, p) for label, p in shares if p is not None]
+    if not clean or len(clean) != len(pairs):
+        return []
+    return sorted(clean, key=lambda pair: -pair[1])
+
+
+def probability_bars(pairs: list[tuple[str, float]]) -> None:
+    """One bar per class, the most likely first, with its percentage."""
+    with st.container(key="class-probabilities"):
+        st.markdown("**Class probabilities**")
+        for label, share in pairs:
+            st.progress(share, text=f"{label}: {share:.1%}")
+
+
+def _columns(frame: pd.DataFrame) -> dict[str, Any]:
+    """The prediction pinned on the left, each class's probability as a percentage bar."""
+    config: dict[str, Any] = {"prediction": st.column_config.Column("prediction", pinned=True)}
+    for column in frame.columns:
+        if str(column).startswith(PROBABILITY):
+            config[str(column)] = st.column_config.ProgressColumn(
+                str(column), format="percent", min_value=0.0, max_value=1.0
+            )
+    return config
+
+
 def results(client: ApiClient, task: dict[str, Any]) -> None:
     task_id = str(task["id"])
     try:
@@ -151,12 +199,10 @@ def results(client: ApiClient, task: dict[str, Any]) -> None:
             value = frame["prediction"].iloc[0]
             shown = f"{value:.4g}" if isinstance(value, float) else str(value)
             st.metric("Prediction", shown)
-        st.dataframe(
-            frame,
-            hide_index=True,
-            width="stretch",
-            column_config={"prediction": st.column_config.Column("prediction", pinned=True)},
-        )
+            pairs = class_probabilities(task, frame)
+            if pairs:
+                probability_bars(pairs)
+        st.dataframe(frame, hide_index=True, width="stretch", column_config=_columns(frame))
         _chart(frame)
     st.caption(
         "The CSV lists every row you sent in order, with its `status` (ok or rejected) and, "

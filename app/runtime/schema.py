@@ -39,7 +39,9 @@ class Feature(BaseModel):
     typical value) helps a person fill in a row; it never refuses one. Versions trained before it have None.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Stored schemas are read by every release that serves them: a field a newer release adds is ignored by an older
+    # one (during a rolling upgrade), not a reason to refuse the model.
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     name: str = Field(min_length=1, max_length=200)
     type: FeatureType

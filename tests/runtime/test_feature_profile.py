@@ -122,3 +122,12 @@ def test_trained_sharded_and_demo_models_show_their_profile_in_the_catalog(
     iris = {f["name"]: f for f in listed["iris-logistic"]["input_schema"]}
     assert (iris["sepal_length_cm"]["minimum"], iris["sepal_length_cm"]["maximum"]) == (4.3, 7.9)
     assert iris["sepal_length_cm"]["example"] == 5.8
+
+
+def test_a_stored_schema_with_fields_of_a_newer_release_is_still_served() -> None:
+    """During a rolling upgrade an older release reads schemas a newer one wrote: unknown fields are ignored."""
+    from app.runtime.schema import Feature
+
+    feature = Feature.model_validate({"name": "x", "type": "number", "minimum": 1.0, "quantiles": [1, 2, 3]})
+    assert feature.name == "x" and feature.minimum == 1.0
+    assert "quantiles" not in feature.model_dump()

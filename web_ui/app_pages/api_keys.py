@@ -46,7 +46,9 @@ if DONE in st.session_state:
 
 with st.expander("Create a key", expanded=not isinstance(created, dict)), st.form("create-api-key"):
     name = st.text_input("Name", placeholder="e.g. nightly batch job", max_chars=100, key="api_key_name")
-    scopes = st.multiselect("Scopes", list(SCOPES), default=list(SCOPES), format_func=SCOPES.get, key="api_key_scopes")
+    scopes = st.multiselect(
+        "Scopes", list(SCOPES), default=list(SCOPES), format_func=lambda scope: SCOPES[scope], key="api_key_scopes"
+    )
     limit_col, expiry_col = st.columns(2)
     limit = limit_col.number_input(
         "Monthly spending limit (credits, optional)",

@@ -137,7 +137,7 @@ def check_file(filename: str, data: bytes) -> None:
             list(csv_check.ENCODINGS),
             index=None,
             placeholder="Choose an encoding",
-            format_func=csv_check.ENCODINGS.get,
+            format_func=lambda encoding: csv_check.ENCODINGS[encoding],
             key=f"encoding-{name}",
         )
         if result.encoding is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import math
 import time
-from typing import Any
+from typing import Any, Literal
 
 import altair as alt
 import pandas as pd
@@ -55,7 +55,9 @@ def follow(client: ApiClient, task: dict[str, Any]) -> dict[str, Any]:
                 box.update(label=STATUS_WORDS.get(status, status))
         latest = client.prediction(task_id)
         status = str(latest.get("status", status))
-        state = "complete" if status == "succeeded" else "error" if status == "failed" else "running"
+        state: Literal["running", "complete", "error"] = (
+            "complete" if status == "succeeded" else "error" if status == "failed" else "running"
+        )
         box.update(label=STATUS_WORDS.get(status, status), state=state)
     return latest
 

@@ -104,7 +104,7 @@ def test_a_latin1_file_is_read_once_its_encoding_is_chosen(
     at.run()
     no_exceptions(at)
     assert at.error[0].value.startswith("This file is not UTF-8 text.")
-    at.selectbox(key="encoding-diabetes-linear").select("latin-1").run()
+    next(box for box in at.selectbox if box.label == "File encoding").select("latin-1").run()
     no_exceptions(at)
     assert "Read as Latin-1 (ISO-8859-1); it is sent to mlmarket as UTF-8." in texts(at)
     assert at.button(key="send-diabetes-linear").label == "Pay 2 credits and predict 2 row(s)"

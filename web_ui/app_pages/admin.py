@@ -58,7 +58,7 @@ with users_tab:
     who = pick.selectbox(
         "User",
         list(by_id),
-        format_func=lambda i: f"{by_id[i].get('full_name') or by_id[i].get('email')} · {by_id[i].get('email')}",
+        format_func=lambda i: " · ".join(str(v) for v in (by_id[i].get("full_name"), by_id[i].get("email")) if v),
         key="credit_user",
     )
     if who is not None:

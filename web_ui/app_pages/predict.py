@@ -5,6 +5,7 @@ The cost is shown before paying; after paying, the status is followed live until
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pandas as pd
@@ -122,7 +123,9 @@ def highlighted(result: csv_check.CsvCheck) -> None:
 
 def check_file(filename: str, data: bytes) -> None:
     """Reads the file here, says what is wrong before anyone pays, and offers to pay for the rows that are right."""
-    chosen = st.session_state.get(f"encoding-{name}")
+    # The encoding chosen is the file's: another file starts from detection again.
+    key = f"encoding-{name}-{hashlib.sha256(data).hexdigest()[:16]}"
+    chosen = st.session_state.get(key)
     result = csv_check.check(data, features, encoding=chosen)
     if result.encoding is None or chosen is not None:
         if result.encoding is None:
@@ -138,7 +141,7 @@ def check_file(filename: str, data: bytes) -> None:
             index=None,
             placeholder="Choose an encoding",
             format_func=lambda encoding: csv_check.ENCODINGS[encoding],
-            key=f"encoding-{name}",
+            key=key,
         )
         if result.encoding is None:
             return

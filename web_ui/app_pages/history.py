@@ -94,6 +94,7 @@ if rows:
         key="history_open",
     )
     if chosen:
-        task = session.call(lambda: client.prediction(chosen))
+        opened: str = chosen
+        task = session.call(lambda: client.prediction(opened))
         with st.empty().container(key=f"history-task-{chosen}"):
             tasks.show(client, task, live=True)

@@ -12,8 +12,10 @@ client = session.client()
 user = session.current_user() or {}
 st.title(":material/model_training: Training studio")
 st.caption("Train a model from your own CSV data, publish it at a price, and earn a share of every paid prediction.")
+# Always there, message or not: the tabs below keep their place on the page, and so the tab a person is on.
+notice = st.empty()
 if DONE in st.session_state:
-    st.success(str(st.session_state.pop(DONE)), icon=":material/check_circle:")
+    notice.success(str(st.session_state.pop(DONE)), icon=":material/check_circle:")
 
 datasets_tab, train_tab, jobs_tab, earnings_tab = st.tabs(["Datasets", "Train", "My trainings", "Models and earnings"])
 

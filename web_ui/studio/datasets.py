@@ -7,11 +7,11 @@ import io
 import json
 from typing import Any
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
 from web_ui.studio.common import MAX_APPEND_BYTES, MAX_DATASET_MB, act, attempt, done
+from web_ui.studio.report import bars
 from web_ui.utils import csv_check, session
 from web_ui.utils import formatting as fmt
 from web_ui.utils.api import ApiClient, ApiError
@@ -42,19 +42,8 @@ def dataset_details(info: dict[str, Any]) -> None:
         st.markdown(f"**Target `{target.get('name')}`** ({int(target.get('missing') or 0)} missing)")
         classes = target.get("classes")
         if isinstance(classes, dict) and classes:
-            counts = pd.DataFrame([{"class": str(k), "rows": int(v)} for k, v in classes.items()])
-            # Horizontal bars in one colour: long class names stay readable and no class looks like an alarm.
-            st.altair_chart(
-                alt.Chart(counts)
-                .mark_bar(color="#4f46e5")
-                .encode(
-                    y=alt.Y("class:N", sort="-x", title=None, axis=alt.Axis(labelLimit=260)),
-                    x=alt.X("rows:Q", title="rows", axis=alt.Axis(tickMinStep=1)),
-                    tooltip=["class:N", "rows:Q"],
-                )
-                .properties(height=max(120, 34 * len(counts))),
-                width="stretch",
-            )
+            counts = [{"class": str(k), "rows": int(v)} for k, v in classes.items()]
+            st.altair_chart(bars(counts, "class", "rows"), width="stretch")
         else:
             st.markdown(
                 f"From {target.get('min', '—'):.4g} to {target.get('max', '—'):.4g}, mean {target.get('mean', '—'):.4g}"

@@ -41,8 +41,7 @@ def manage_job(client: ApiClient, by_id: dict[str, dict[str, Any]]) -> None:
         ):
             done(f"Training {short} is back.")
     else:
-        with st.empty().container(key=f"past-job-{job_id}"):
-            show_job(client, job, where="past_")
+        show_job(client, job, where="past_")
         st.subheader("Train it again")
         datasets = session.call(client.datasets)
         by_dataset = {int(d["id"]): d for d in datasets}

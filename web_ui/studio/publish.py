@@ -17,7 +17,9 @@ from web_ui.utils.api import ApiClient, ApiError
 def publish_form(client: ApiClient, job: dict[str, Any], report: dict[str, Any], where: str) -> None:
     """Publishing a succeeded job under a catalog name, with a review first when the name is taken."""
     st.subheader("Publish this model")
-    with st.form(f"{where}publish-{job['id']}"):
+    # One form per tab, not per job: its keyed fields keep their identity, so a form of another job never
+    # holds on to them (the browser would then send nothing on "Publish").
+    with st.form(f"{where}publish"):
         name = st.text_input(
             "Catalog name", placeholder="lowercase letters, digits and dashes", key=f"{where}publish_name"
         )

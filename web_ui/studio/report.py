@@ -16,11 +16,11 @@ from web_ui.utils import session
 from web_ui.utils.api import ApiClient, ApiError
 
 
-def follow(client: ApiClient, job: dict[str, Any]) -> dict[str, Any]:
-    """A progress bar until the training job finishes."""
+def follow(client: ApiClient, job: dict[str, Any], slot: Any = None) -> dict[str, Any]:
+    """A progress bar (in ``slot``, an ``st.empty()``, when given) until the training job finishes."""
     if job.get("status") in FINISHED:
         return job
-    bar = st.progress(0, text="Queued: waiting for a worker…")
+    bar = (slot or st).progress(0, text="Queued: waiting for a worker…")
     deadline = time.monotonic() + FOLLOW_MAX_SECONDS
     while job.get("status") not in FINISHED and time.monotonic() < deadline:
         progress = max(0, min(100, int(job.get("progress") or 0)))
@@ -38,39 +38,56 @@ def follow(client: ApiClient, job: dict[str, Any]) -> dict[str, Any]:
     return job
 
 
+ROW_PX = 30  # the height of one bar: room for its label, never hidden for lack of space
+AXIS_PX = 70  # the value axis under the bars, with its title
+TITLE_PX = 36
+
+
+def bars(rows: list[dict[str, Any]], label: str, value: str, title: str | None = None) -> alt.Chart:
+    """Horizontal bars in one colour, longest first: one row of ``ROW_PX`` per label, every label written in full
+    across, so long names stay readable and no bar looks like an alarm."""
+    counts = value == "rows"
+    height = AXIS_PX + (TITLE_PX if title else 0) + ROW_PX * len(rows)
+    chart = (
+        alt.Chart(pd.DataFrame(rows))
+        .mark_bar(color="#4f46e5")
+        .encode(
+            y=alt.Y(f"{label}:N", sort="-x", title=None, axis=alt.Axis(labelLimit=320, labelOverlap=False)),
+            x=alt.X(f"{value}:Q", title=value, axis=alt.Axis(tickMinStep=1) if counts else alt.Axis()),
+            tooltip=[f"{label}:N", alt.Tooltip(f"{value}:Q", format=",d" if counts else ".3f")],
+        )
+        .properties(height=height)
+    )
+    return chart.properties(title=title) if title else chart
+
+
 def confusion_chart(report: dict[str, Any]) -> alt.Chart | None:
     matrix, classes = report.get("confusion_matrix"), report.get("classes")
     if not matrix or not classes:
         return None
+    names = [str(c) for c in classes]
     cells = [
-        {"actual": str(classes[i]), "predicted": str(classes[j]), "rows": int(count)}
+        {"actual": names[i], "predicted": names[j], "rows": int(count)}
         for i, row in enumerate(matrix)
         for j, count in enumerate(row)
     ]
+    # Class names are written across, as they are read; only many classes are slanted to fit.
+    across = alt.Axis(labelAngle=0 if len(names) <= 6 else -45, labelLimit=160)
     base = alt.Chart(pd.DataFrame(cells)).encode(
-        x=alt.X("predicted:N", sort=[str(c) for c in classes]), y=alt.Y("actual:N", sort=[str(c) for c in classes])
+        x=alt.X("predicted:N", sort=names, axis=across),
+        y=alt.Y("actual:N", sort=names, axis=alt.Axis(labelLimit=160, labelOverlap=False)),
     )
     heat = base.mark_rect().encode(color=alt.Color("rows:Q", scale=alt.Scale(scheme="blues")), tooltip=["rows:Q"])
     labels = base.mark_text(fontSize=14).encode(text="rows:Q")
-    return (heat + labels).properties(title="Confusion matrix (held-out rows)", height=320)
+    height = AXIS_PX + TITLE_PX + max(ROW_PX, 60) * len(names)
+    return (heat + labels).properties(title="Confusion matrix (held-out rows)", height=max(320, height))
 
 
 def importance_chart(report: dict[str, Any]) -> alt.Chart | None:
     importance = report.get("feature_importance") or {}
     values = importance.get("values", importance) if isinstance(importance, dict) else {}
     rows = [{"feature": str(k), "importance": float(v)} for k, v in values.items() if isinstance(v, int | float)]
-    if not rows:
-        return None
-    return (
-        alt.Chart(pd.DataFrame(rows))
-        .mark_bar(color="#4f46e5")
-        .encode(
-            x=alt.X("importance:Q", title="importance"),
-            y=alt.Y("feature:N", sort="-x", title=None, axis=alt.Axis(labelLimit=320, labelFontSize=12)),
-            tooltip=["feature:N", alt.Tooltip("importance:Q", format=".3f")],
-        )
-        .properties(title="Feature importance", height=max(160, 28 * len(rows)))
-    )
+    return bars(rows, "feature", "importance", title="Feature importance") if rows else None
 
 
 def shard_table(job: dict[str, Any]) -> None:
@@ -103,12 +120,23 @@ def shard_table(job: dict[str, Any]) -> None:
     )
 
 
-def show_job(client: ApiClient, job: dict[str, Any], where: str = "") -> None:
-    """A job's status and, once it succeeded, its report, downloads and the publish form.
+def show_job(client: ApiClient, job: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """Follows a job until it finishes, then shows it; returns the job as it finished.
 
     ``where`` prefixes the widget keys, so the same job can be shown in two tabs.
     """
-    job = follow(client, job)
+    slot = st.empty()
+    # While the job runs, its place holds only the progress bar: one element, which takes the place of everything
+    # an earlier job left there at once. (A new container there would keep the old one's status, shard table and
+    # scores on screen under the bar until the page's run ends.)
+    job = follow(client, job, slot)
+    with slot.container(key=f"{where}job-{job['id']}"):
+        job_details(client, job, where)
+    return job
+
+
+def job_details(client: ApiClient, job: dict[str, Any], where: str) -> None:
+    """A finished job's status and, once it succeeded, its report, downloads and the publish form."""
     cols = st.columns(4)
     cols[0].markdown(f"**Status**  \n{fmt.status_badge(str(job.get('status')))}")
     cols[1].markdown(f"**Algorithm**  \n{job.get('algorithm')}")

@@ -7,7 +7,7 @@ from typing import Any
 import streamlit as st
 
 from web_ui.studio.common import CURRENT_JOB
-from web_ui.studio.report import follow, show_job
+from web_ui.studio.report import show_job
 from web_ui.utils import formatting as fmt
 from web_ui.utils import session
 from web_ui.utils.api import ApiClient, ApiError
@@ -91,7 +91,9 @@ def tab(client: ApiClient) -> None:
                         value = hyperparameter_input(algorithm, name, spec)
                     if value is not None:
                         chosen[name] = value
-                test_size = st.slider("Share of rows held out for testing", 0.05, 0.5, 0.2, 0.05, key="train_test")
+                test_size = st.slider(
+                    "Share of rows held out for testing", 0.05, 0.5, 0.2, 0.05, key=f"train_test-{algorithm}"
+                )
                 shards = 1
                 if by_name[algorithm].get("shardable"):
                     shards = int(
@@ -148,8 +150,5 @@ def tab(client: ApiClient) -> None:
                         st.rerun()  # so every balance on screen shows the charge
         current = st.session_state.get(CURRENT_JOB)
         if isinstance(current, dict):
-            # A fresh placeholder first: no status, shard table or score of an earlier job stays under this one.
-            with st.empty().container(key=f"job-{current.get('id')}"):
-                st.divider()
-                st.session_state[CURRENT_JOB] = current = follow(client, current)
-                show_job(client, current)
+            st.divider()
+            st.session_state[CURRENT_JOB] = show_job(client, current)

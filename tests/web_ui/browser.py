@@ -46,14 +46,17 @@ def screenshot(page: Any, name: str) -> None:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     settled(page)
-    # Charts and tables draw on canvases after the page has settled.
-    for selector in ('[data-testid="stVegaLiteChart"]', '[data-testid="stDataFrame"]'):
+    # Charts (SVG or canvas) and tables (canvas) are drawn after the page has settled.
+    for selector, marks in (
+        ('[data-testid="stVegaLiteChart"]', "svg.marks, canvas"),
+        ('[data-testid="stDataFrame"]', "canvas"),
+    ):
         drawn = page.locator(selector)
         for index in range(drawn.count()):
             box = drawn.nth(index).bounding_box() if drawn.nth(index).is_visible() else None
             if box and box["y"] < page.viewport_size["height"]:  # charts out of sight or in another tab wait
                 try:
-                    drawn.nth(index).locator("canvas").first.wait_for(timeout=10_000)
+                    drawn.nth(index).locator(marks).first.wait_for(timeout=10_000)
                 except PlaywrightTimeout:
                     print(f"{name}: a {selector} was not drawn within 10 s")
     page.wait_for_timeout(500)

@@ -15,18 +15,27 @@ find_python() {
   exit 1
 }
 
+# pip_install ARGS...: pip install into .venv, its output kept in .venv/install.log (setuptools' notices about
+# editable installs are noise to a person starting the demo); on failure the end of the log is shown.
+pip_install() {
+  if ! .venv/bin/python -m pip install --quiet --disable-pip-version-check "$@" >>.venv/install.log 2>&1; then
+    tail -40 .venv/install.log >&2
+    return 1
+  fi
+}
+
 # ensure_venv EXTRAS: a .venv with mlmarket installed (editable), e.g. ensure_venv '[dev]'
 ensure_venv() {
   if [ ! -x .venv/bin/python ]; then
     "$(find_python)" -m venv .venv
   fi
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+  pip_install --upgrade pip || true # an older pip installs the same files
   if [ "$1" = "[dev]" ] && [ -f requirements/dev.txt ]; then
     # CI and the tests install the locked versions (every file hashed), then mlmarket itself without resolving.
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/dev.txt 2>&1 | grep -v '^WARNING: Location' || true
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e . 2>&1 | grep -v '^WARNING: Location' || true
+    pip_install --require-hashes -r requirements/dev.txt
+    pip_install --no-deps -e .
   else
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".$1" 2>&1 | grep -v '^WARNING: Location' || true
+    pip_install -e ".$1"
   fi
   # Fails loudly if the install above did not work.
   .venv/bin/python -c 'import app, fastapi, sqlmodel, psycopg, aio_pika, dvc, sklearn'

@@ -64,7 +64,7 @@ def test_register_top_up_predict_and_find_it_in_history(page: Any) -> None:
     cells = [c.strip() for c in grid.locator("td").all_inner_texts()]
     assert "iris-logistic v1" in cells and "succeeded" in cells
     assert cells[cells.index("succeeded") + 3] == "1"  # status, rows, rejected, cost
-    page.get_by_text("1 credit spent on them").wait_for()
+    page.get_by_text("1 credit spent on it").wait_for()
     screenshot(page, "05-history")
 
     page.get_by_role("combobox", name="Prediction").click()

@@ -139,7 +139,7 @@ def test_a_utf16_file_is_read_and_the_results_put_the_answer_first_and_keep_reje
     assert page.get_by_text("is not one of").count() == 0  # every city read right
     screenshot(page, "buyers-01-utf16-file-read-with-a-bad-row")
 
-    page.get_by_role("button", name="Pay 4 credits and predict 4 row(s)").click()
+    page.get_by_role("button", name="Pay 4 credits and predict 4 rows").click()
     page.get_by_text("Done: the prediction succeeded").wait_for()
     settled(page)
     assert page.get_by_test_id("stMetric").filter(has_text="Rows rejected").inner_text().split()[-1] == "1"
@@ -147,7 +147,7 @@ def test_a_utf16_file_is_read_and_the_results_put_the_answer_first_and_keep_reje
     # and the last inputs are off to the right.
     headers = result_headers(page)
     assert headers[:3] == ["prediction", "row", "city"] and "f24" not in headers, headers
-    page.get_by_text("1 row(s) were rejected and not charged").scroll_into_view_if_needed()
+    page.get_by_text("1 row was rejected and not charged").scroll_into_view_if_needed()
     screenshot(page, "buyers-02-results-answer-first")
 
     rows = downloaded_rows(page)
@@ -189,7 +189,7 @@ def test_a_latin1_file_is_offered_as_latin1_and_sent_as_utf8(
     assert page.get_by_text("is not one of").count() == 0
     screenshot(page, "buyers-04-latin1-file-read")
 
-    page.get_by_role("button", name="Pay 4 credits and predict 4 row(s)").click()
+    page.get_by_role("button", name="Pay 4 credits and predict 4 rows").click()
     rows = downloaded_rows(page)
     assert [r["city"] for r in rows] == cities
     assert [(r["status"], r["prediction"]) for r in rows] == [("ok", CITIES[c]) for c in cities]
@@ -211,7 +211,7 @@ def test_the_encoding_chosen_for_one_file_is_not_forced_on_the_next(
     settled(page)
     screenshot(page, "buyers-06-next-file-keeps-the-old-encoding")
     assert page.get_by_text("Read as UTF-16").count() == 1
-    assert page.get_by_role("button", name="Pay 4 credits and predict 4 row(s)").is_enabled()
+    assert page.get_by_role("button", name="Pay 4 credits and predict 4 rows").is_enabled()
 
 
 def balance_shown(page: Any) -> str:

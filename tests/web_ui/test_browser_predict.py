@@ -89,7 +89,7 @@ def test_a_file_is_checked_before_paying_and_the_results_keep_rejected_rows(
     grid.locator("td", has_text="'abc' is not a number").first.wait_for(state="attached")
     screenshot(page, "predict-04-bad-cells-highlighted-before-paying")
 
-    page.get_by_role("button", name="Pay 2 credits and predict 2 row(s)").click()
+    page.get_by_role("button", name="Pay 2 credits and predict 2 rows").click()
     page.get_by_role("button", name="Download the results (CSV)").wait_for()
     settled(page)
     with page.expect_download() as download:

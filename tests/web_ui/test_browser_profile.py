@@ -109,7 +109,7 @@ def test_a_csv_reports_cells_far_outside_the_range_as_a_warning(page: Any, ui_ur
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
         {"name": "flowers.csv", "mimeType": "text/csv", "buffer": data}
     )
-    page.get_by_text("1 cell(s) are far outside the values the model was trained on").wait_for()
+    page.get_by_text("1 cell is far outside the values the model was trained on").wait_for()
     page.get_by_text("Row 2, sepal_length_cm: 1000 is far outside the values seen in training").wait_for()
-    assert page.get_by_role("button", name="Pay 2 credits and predict 2 row(s)").is_enabled()
+    assert page.get_by_role("button", name="Pay 2 credits and predict 2 rows").is_enabled()
     screenshot(page, "profile-06-csv-cells-far-outside-the-range")

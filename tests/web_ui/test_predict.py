@@ -49,16 +49,16 @@ def test_a_csv_batch_shows_the_cost_first_and_the_rejected_rows_with_reasons(
     at.file_uploader(key=f"csv-{IRIS}").upload("flowers.csv", csv, "text/csv")
     at.run()
     # Checked in the page before paying: the bad cell is named, and only the good rows are priced.
-    assert "**Cost: 1 credit \N{MULTIPLICATION SIGN} 2 row(s) = 2 credits**" in texts(at)
+    assert "**Cost: 1 credit \N{MULTIPLICATION SIGN} 2 rows = 2 credits**" in texts(at)
     assert "- Row 2, `sepal_length_cm`: 'abc' is not a number" in texts(at)
     preview = at.dataframe[0].value
     assert preview.index.tolist()[0] == 2 and "'abc' is not a number" in preview["problem"].iloc[0]
-    assert at.button(key=f"send-{IRIS}").label == "Pay 2 credits and predict 2 row(s)"
+    assert at.button(key=f"send-{IRIS}").label == "Pay 2 credits and predict 2 rows"
     at.button(key=f"send-{IRIS}").click().run()
     no_exceptions(at)
     assert next(m.value for m in at.metric if m.label == "Cost") == "2 credits"
     assert next(m.value for m in at.metric if m.label == "Rows rejected") == "1"
-    assert "1 row(s) were rejected and not charged:" in [w.value for w in at.warning]
+    assert "1 row was rejected and not charged:" in [w.value for w in at.warning]
     rejected, results = at.dataframe[-2].value, at.dataframe[-1].value
     assert rejected["row"].tolist() == [2]
     assert "must be a finite number" in rejected["reason"][0]
@@ -107,7 +107,7 @@ def test_a_latin1_file_is_read_once_its_encoding_is_chosen(
     next(box for box in at.selectbox if box.label == "File encoding").select("latin-1").run()
     no_exceptions(at)
     assert "Read as Latin-1 (ISO-8859-1); it is sent to mlmarket as UTF-8." in texts(at)
-    assert at.button(key="send-diabetes-linear").label == "Pay 2 credits and predict 2 row(s)"
+    assert at.button(key="send-diabetes-linear").label == "Pay 2 credits and predict 2 rows"
 
 
 def test_a_batch_beyond_the_balance_is_stopped_before_paying(
@@ -194,14 +194,14 @@ def test_a_csv_with_cells_far_outside_the_range_is_warned_about_but_priced_in_fu
     no_exceptions(at)
     assert not at.error
     warning = next(w.value for w in at.warning if "far outside" in w.value)
-    assert warning.startswith("2 cell(s) are far outside the values the model was trained on")
+    assert warning.startswith("2 cells are far outside the values the model was trained on")
     shown = texts(at)
     assert (
         "- Row 2, `sepal_length_cm`: 1000 is far outside the values seen in training "
         "(the model was trained on 4.3 \N{EN DASH} 7.9)"
     ) in shown
-    assert "**Cost: 1 credit \N{MULTIPLICATION SIGN} 3 row(s) = 3 credits**" in shown
-    assert at.button(key=f"send-{IRIS}").label == "Pay 3 credits and predict 3 row(s)"
+    assert "**Cost: 1 credit \N{MULTIPLICATION SIGN} 3 rows = 3 credits**" in shown
+    assert at.button(key=f"send-{IRIS}").label == "Pay 3 credits and predict 3 rows"
     assert not at.button(key=f"send-{IRIS}").disabled
 
 

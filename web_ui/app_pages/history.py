@@ -9,10 +9,12 @@ import streamlit as st
 
 from web_ui.utils import formatting as fmt
 from web_ui.utils import session, tasks
+from web_ui.utils.api import ApiError, SessionExpired
 
 PAGE_SIZE = 25
 OFFSET = "history_offset"
 STATUSES = ["all", "queued", "running", "succeeded", "failed"]
+OPEN_PARAM = "prediction"  # the opened prediction, in the page's address: a reload or a link opens it again
 
 client = session.client()
 st.title(":material/history: History")
@@ -60,13 +62,17 @@ else:
         ]
     )
     spent = sum(int(t.get("cost") or 0) for t in rows if t.get("status") != "failed")
-    st.caption(f"{len(rows)} prediction(s) shown · {fmt.credits(spent)} spent on them (failed ones are refunded)")
+    st.caption(
+        f"{fmt.count(len(rows), 'prediction')} shown · {fmt.credits(spent)} spent on "
+        + ("it" if len(rows) == 1 else "them")
+        + " (a failed prediction is refunded)"
+    )
     st.dataframe(
         table,
         hide_index=True,
         width="stretch",
         column_config={
-            "time": st.column_config.DatetimeColumn("time", format="YYYY-MM-DD HH:mm:ss"),
+            "time": fmt.time_column("time", seconds=True),
             "cost": st.column_config.NumberColumn("cost (credits)", format="%d"),
         },
     )
@@ -79,13 +85,36 @@ if has_more and next_col.button("Older", icon=":material/chevron_right:", icon_p
     st.session_state[OFFSET] = offset + PAGE_SIZE
     st.rerun()
 
-if rows:
+
+def linked_task(task_id: str | None) -> dict[str, Any] | None:
+    """The prediction named in the address, even when it is not on this page of the list; None (with a word of
+    why) when it cannot be opened."""
+    if not task_id:
+        return None
+    try:
+        return client.prediction(task_id)
+    except SessionExpired:
+        raise
+    except ApiError as exc:
+        st.warning(f"The prediction of this link cannot be opened: {exc.detail}", icon=":material/link_off:")
+        del st.query_params[OPEN_PARAM]
+        return None
+
+
+labels: dict[str, dict[str, Any]] = {str(t["id"]): t for t in rows}
+linked = st.query_params.get(OPEN_PARAM)
+if linked and linked not in labels:
+    found = linked_task(linked)
+    if found is not None:
+        linked = str(found.get("id") or linked)
+        labels = {linked: found, **{k: t for k, t in labels.items() if k != linked}}
+if labels:
     st.subheader("Open a prediction")
-    labels: dict[str, dict[str, Any]] = {str(t["id"]): t for t in rows}
+    ids = list(labels)
     chosen = st.selectbox(
         "Prediction",
-        list(labels),
-        index=None,
+        ids,
+        index=ids.index(linked) if linked in labels else None,
         placeholder="Choose a prediction to see its results",
         format_func=lambda i: (
             f"{fmt.when(labels[i].get('created_at'))} · {labels[i].get('model')} · "
@@ -93,6 +122,10 @@ if rows:
         ),
         key="history_open",
     )
+    if chosen and st.query_params.get(OPEN_PARAM) != chosen:
+        st.query_params[OPEN_PARAM] = chosen
+    elif not chosen and OPEN_PARAM in st.query_params:
+        del st.query_params[OPEN_PARAM]
     if chosen:
         opened: str = chosen
         task = session.call(lambda: client.prediction(opened))

@@ -23,7 +23,9 @@ if not models:
 search_col, task_col, sort_col = st.columns([3, 2, 2])
 query = search_col.text_input("Search", placeholder="name, description, input or author", key="market_search")
 tasks = ["All tasks", *sorted({str(m.get("task")) for m in models})]
-chosen_task = task_col.selectbox("Task", tasks, key="market_task", format_func=lambda t: fmt.TASK_LABELS.get(t, t))
+chosen_task = task_col.selectbox(
+    "Task", tasks, key="market_task", format_func=lambda t: t if t == "All tasks" else fmt.task_label(t)
+)
 ORDERS = ["Recommended", "Newest", "Most used", "Name", "Price: low to high", "Price: high to low"]
 has_usage = any("predictions" in m for m in models)
 order = sort_col.selectbox("Sort by", [o for o in ORDERS if o != "Most used" or has_usage], key="market_sort")
@@ -62,7 +64,11 @@ if not shown:
         icon=":material/search_off:",
     )
     st.stop()
-st.caption(f"{len(shown)} of {len(models)} model(s)")
+st.caption(
+    fmt.count(len(models), "model")
+    if len(shown) == len(models)
+    else f"{len(shown):,} of {fmt.count(len(models), 'model')}"
+)
 
 
 def use_model(name: str) -> None:
@@ -76,7 +82,7 @@ for start in range(0, len(shown), CARDS_PER_ROW):
             name = str(model.get("name"))
             st.subheader(f"{name}", anchor=False)
             badges = st.container(horizontal=True, gap="small")
-            badges.badge(fmt.TASK_LABELS.get(str(model.get("task")), str(model.get("task"))), color="violet")
+            badges.badge(fmt.task_label(model.get("task")), color="violet")
             badges.badge(f"v{model.get('version')}", color="gray")
             badges.badge(f"{fmt.credits(model.get('price_per_row'))} / row", color="green")
             if model.get("price_raised") and model.get("previous_price_per_row") is not None:
@@ -91,7 +97,7 @@ for start in range(0, len(shown), CARDS_PER_ROW):
             st.caption(f"By {fmt.author(model)} · published {fmt.when(model.get('created_at'))[:10]}")
             if st.button("Predict with this model", key=f"use-{name}", icon=":material/arrow_forward:"):
                 use_model(name)
-                st.switch_page("app_pages/predict.py")
+                st.switch_page("app_pages/predict.py", query_params={"model": name})
 
 with st.expander("All models as a table"):
     st.dataframe(
@@ -100,7 +106,7 @@ with st.expander("All models as a table"):
                 {
                     "model": m.get("name"),
                     "version": m.get("version"),
-                    "task": m.get("task"),
+                    "task": fmt.task_label(m.get("task")),
                     "price per row": m.get("price_per_row"),
                     "inputs": ", ".join(str(f.get("name")) for f in m.get("input_schema") or []),
                     "author": fmt.author(m),

@@ -16,6 +16,8 @@ from web_ui.utils import formatting as fmt
 from web_ui.utils.api import ApiClient, ApiError
 
 PREDICT_MODEL = "predict_model"
+# The page's address names the model and version shown, so a reload or a shared link opens the same ones.
+MODEL_PARAM, VERSION_PARAM = "model", "version"
 CURRENT_TASK = "predict_task"
 PREVIEW_ROWS = 20
 MAX_UPLOAD_MB = 5  # the API's limit for a prediction file (MLMARKET_PREDICT_MAX_BYTES, 5 MiB by default)
@@ -30,17 +32,21 @@ if not models:
     st.stop()
 by_name = {str(m["name"]): m for m in models}
 names = [str(m["name"]) for m in fmt.recommended(models)]  # a scratch or test model is never the one offered first
-wanted = st.session_state.get(PREDICT_MODEL)
+linked = st.query_params.get(MODEL_PARAM)
+if linked is not None and linked not in by_name:
+    st.warning(f"The model “{linked}” of this link is not on sale; pick another one.", icon=":material/link_off:")
+wanted = linked if linked in by_name else st.session_state.get(PREDICT_MODEL)
 name = st.selectbox(
     "Model",
     names,
     index=names.index(wanted) if wanted in by_name else 0,
     format_func=lambda n: (
-        f"{n} · {fmt.TASK_LABELS.get(str(by_name[n].get('task')), '')}"
-        f" · {fmt.credits(by_name[n].get('price_per_row'))} per row"
+        f"{n} · {fmt.task_label(by_name[n].get('task'))} · {fmt.credits(by_name[n].get('price_per_row'))} per row"
     ),
 )
 st.session_state[PREDICT_MODEL] = name
+if st.query_params.get(MODEL_PARAM) != name:
+    st.query_params[MODEL_PARAM] = name
 model: dict[str, Any] = by_name[name]
 # Earlier versions stay on sale: a buyer can keep using the one they know.
 versions = [
@@ -49,9 +55,12 @@ versions = [
 if len(versions) > 1:
     newest = max(int(v["version"]) for v in versions)
     by_version = {int(v["version"]): v for v in versions}
+    offered = sorted(by_version, reverse=True)
+    asked = st.query_params.get(VERSION_PARAM) if linked == name else None
     picked = st.selectbox(
         "Version",
-        sorted(by_version, reverse=True),
+        offered,
+        index=offered.index(int(asked)) if asked and asked.isdigit() and int(asked) in by_version else 0,
         format_func=lambda n: (
             f"v{n}{' (newest)' if n == newest else ''} · {fmt.credits(by_version[n].get('price_per_row'))} per row"
             f" · published {fmt.when(by_version[n].get('created_at'))[:10]}"
@@ -59,14 +68,19 @@ if len(versions) > 1:
         key=f"version-{name}",
     )
     model = by_version[int(picked)]
+    if st.query_params.get(VERSION_PARAM) != str(picked):
+        st.query_params[VERSION_PARAM] = str(picked)
+elif VERSION_PARAM in st.query_params:
+    del st.query_params[VERSION_PARAM]
 price = int(model.get("price_per_row") or 0)
 features: list[dict[str, Any]] = list(model.get("input_schema") or [])
-classifier = model.get("task") == "classification"  # its results come with each class's probability
+task_kind = str(model.get("task") or "") or None  # decides the chart of the results: classes or a histogram
+classifier = task_kind == "classification"  # its results come with each class's probability
 
 balance = session.call(client.wallet)["balance"]
 info = st.container(horizontal=True, gap="small")
 info.badge(f"v{model.get('version')}", color="gray")
-info.badge(fmt.TASK_LABELS.get(str(model.get("task")), str(model.get("task"))), color="violet")
+info.badge(fmt.task_label(model.get("task")), color="violet")
 info.badge(f"{fmt.credits(price)} per row", color="green")
 if model.get("price_raised") and model.get("previous_price_per_row") is not None:
     info.badge(f"raised from {fmt.credits(model['previous_price_per_row'])} per row", color="orange")
@@ -155,20 +169,26 @@ def check_file(filename: str, data: bytes) -> None:
     rows = result.good_rows
     if result.cell_problems:
         st.warning(
-            f"{len(result.bad_rows)} of {len(result.records)} row(s) have a problem and will not be predicted "
-            "nor charged. Fix them in the file, or pay for the others:",
+            f"{len(result.bad_rows):,} of {fmt.count(len(result.records), 'row')} "
+            + ("has" if len(result.bad_rows) == 1 else "have")
+            + " a problem and will not be predicted nor charged. Fix them in the file, or pay for the others:",
             icon=":material/warning:",
         )
         st.markdown("\n".join(f"- {line}" for line in csv_check.problems_text(result)))
     if result.far_outside:
         st.warning(
-            f"{len(result.far_outside)} cell(s) are far outside the values the model was trained on; their rows "
-            "are predicted and charged, but their predictions may mean little:",
+            f"{fmt.count(len(result.far_outside), 'cell')} "
+            + ("is" if len(result.far_outside) == 1 else "are")
+            + " far outside the values the model was trained on; "
+            + ("its row is" if len(result.far_outside) == 1 else "their rows are")
+            + " predicted and charged, but "
+            + ("its prediction" if len(result.far_outside) == 1 else "their predictions")
+            + " may mean little:",
             icon=":material/warning:",
         )
         st.markdown("\n".join(f"- {line}" for line in csv_check.far_text(result)))
     cost = price * rows
-    st.markdown(f"**Cost: {fmt.credits(price)} {TIMES} {rows:,} row(s) = {fmt.credits(cost)}**")
+    st.markdown(f"**Cost: {fmt.credits(price)} {TIMES} {fmt.count(rows, 'row')} = {fmt.credits(cost)}**")
     short = cost > balance
     if short:
         st.warning(
@@ -177,7 +197,7 @@ def check_file(filename: str, data: bytes) -> None:
         )
         st.page_link("app_pages/wallet.py", label="Top up your wallet", icon=":material/add_card:")
     if st.button(
-        f"Pay {fmt.credits(cost)} and predict {rows:,} row(s)",
+        f"Pay {fmt.credits(cost)} and predict {fmt.count(rows, 'row')}",
         type="primary",
         icon=":material/bolt:",
         disabled=short or rows == 0,
@@ -251,7 +271,7 @@ def show_current(client: ApiClient) -> None:
     with st.empty().container(key=f"prediction-{task.get('id')}"):
         st.divider()
         st.subheader("Your prediction")
-        st.session_state[CURRENT_TASK] = tasks.show(client, task, live=True)
+        st.session_state[CURRENT_TASK] = tasks.show(client, task, live=True, kind=task_kind)
 
 
 show_current(client)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import UTC, datetime
 
@@ -17,6 +18,12 @@ from web_ui.utils.formatting import amount_problem
 MAX_TOP_UP = 1_000_000
 LEDGER_LIMIT = 500
 TOPPED_UP = "wallet_topped_up"
+MAX_TICKS = 6
+MINUTE, HOUR, DAY = 60, 3600, 86400
+# Tick intervals in seconds: the smallest that keeps at most MAX_TICKS labels is used.
+TICK_STEPS = [1, 2, 5, 10, 15, 30]
+TICK_STEPS += [m * MINUTE for m in (1, 2, 5, 10, 15, 30)] + [h * HOUR for h in (1, 2, 3, 6, 12)]
+TICK_STEPS += [d * DAY for d in (1, 2, 7, 14, 30, 61, 91, 182, 365)]
 
 client = session.client()
 st.title(":material/account_balance_wallet: Wallet")
@@ -81,20 +88,39 @@ def timeline(history: pd.DataFrame, balance: int) -> pd.DataFrame:
     return pd.concat([before, ordered, now], ignore_index=True)
 
 
+def time_axis(start: datetime, end: datetime) -> alt.Axis:
+    """A time axis (UTC) whose labels fit the span and never repeat: seconds within a minute or two, hours and
+    minutes within a day, dates across days; one tick per whole interval."""
+    first, last = start.timestamp(), end.timestamp()
+    step = next((s for s in TICK_STEPS if (last - first) / s <= MAX_TICKS), TICK_STEPS[-1])
+    ticks: list[float] = [t * step for t in range(math.ceil(first / step), math.floor(last / step) + 1)] or [first]
+    if step < MINUTE:
+        label = "%H:%M:%S"
+    elif step < DAY:
+        label = "%H:%M" if start.astimezone(UTC).date() == end.astimezone(UTC).date() else "%b %d %H:%M"
+    else:
+        label = "%b %d" if last - first < 365 * DAY else "%Y-%m-%d"
+    # ISO texts and an explicit UTC label: numbers and formatType "utc" are not drawn by Streamlit's Vega-Lite.
+    values = [datetime.fromtimestamp(t, UTC).isoformat() for t in ticks]
+    return alt.Axis(values=values, labelExpr=f"utcFormat(datum.value, '{label}')", labelOverlap=True)
+
+
 with right:
     st.markdown("**Balance over time**")
     if history.empty:
         st.info("No movements yet: top up to get started.", icon=":material/info:")
     else:
         points = timeline(history, int(wallet["balance"]))
+        start, end = points["time"].min().to_pydatetime(), points["time"].max().to_pydatetime()
+        points["when"] = [fmt.when(t.isoformat()) for t in points["time"]]
         base = alt.Chart(points).encode(
-            x=alt.X("time:T", title=None, axis=alt.Axis(format="%b %d %H:%M", tickCount=5)),
+            x=alt.X("time:T", title="time (UTC)", scale=alt.Scale(type="utc"), axis=time_axis(start, end)),
             y=alt.Y("balance:Q", title="credits", scale=alt.Scale(zero=True)),
         )
         chart = base.mark_area(interpolate="step-after", opacity=0.25) + base.mark_line(
             interpolate="step-after"
-        ).encode(tooltip=[alt.Tooltip("time:T", format="%Y-%m-%d %H:%M:%S"), "balance:Q"])
-        st.altair_chart(chart.properties(height=280), width="stretch")
+        ).encode(tooltip=[alt.Tooltip("when:N", title="time"), "balance:Q"])
+        st.altair_chart(chart, width="stretch", height=280)
 
 st.subheader("Ledger")
 if history.empty:
@@ -105,7 +131,7 @@ else:
         hide_index=True,
         width="stretch",
         column_config={
-            "time": st.column_config.DatetimeColumn("time", format="YYYY-MM-DD HH:mm:ss"),
+            "time": fmt.time_column("time", seconds=True),
             "amount": st.column_config.NumberColumn("amount", format="%+d"),
             "balance after": st.column_config.NumberColumn("balance after", format="%d"),
         },

@@ -37,6 +37,7 @@ END_PATH = "/session/end"
 CODE_SECONDS = 60.0
 DEFAULT_COOKIE_SECONDS = 3600
 NOTICES = ("signed_out", "expired")
+NOTICES_PARAM = ("notice",)  # the sign-out route's message: shown once, never carried to the next page
 
 _parked: dict[str, tuple[str, float]] = {}
 _lock = threading.Lock()
@@ -129,8 +130,24 @@ def safe_next(value: str | None) -> str:
     return value
 
 
-def start_url(code: str, next_path: str) -> str:
-    return f"{base_path()}{START_PATH}?" + urlencode({"code": code, "next": safe_next(next_path)})
+def page_query() -> str:
+    """The query string of the page being drawn ("model=iris" on /predict?model=iris), without the one-time
+    notice: a deep link keeps it across the sign-in's trip through /session/start. Empty outside a page run."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    if get_script_run_ctx() is None:
+        return ""
+    import streamlit as st
+
+    return urlencode([(k, v) for k in st.query_params for v in st.query_params.get_all(k) if k not in NOTICES_PARAM])
+
+
+def start_url(code: str, next_path: str, query: str | None = None) -> str:
+    """The cookie route's address; the browser then opens ``next_path`` with ``query`` (by default, the query
+    string of the page being drawn)."""
+    query = page_query() if query is None else query
+    target = safe_next(next_path) + (f"?{query}" if query and "?" not in next_path else "")
+    return f"{base_path()}{START_PATH}?" + urlencode({"code": code, "next": target})
 
 
 def end_url(notice: str) -> str:

@@ -7,6 +7,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+import streamlit as st
+
 STATUS_COLORS = {"queued": "gray", "running": "blue", "succeeded": "green", "failed": "red"}
 STATUS_ICONS = {
     "queued": ":material/schedule:",
@@ -42,6 +44,26 @@ def training_cost(rows: int, price_per_1000_rows: int) -> int:
 
 
 TASK_LABELS = {"regression": "Regression", "classification": "Classification"}
+
+
+def count(number: int, singular: str, plural: str | None = None) -> str:
+    """ "1 row", "2 rows", "1,000 rows": a number with its noun, singular only for one."""
+    return f"{number:,} " + (singular if number == 1 else plural or f"{singular}s")
+
+
+def task_label(task: object) -> str:
+    """A model's task as the badges write it ("Classification"), whatever the API's spelling."""
+    return TASK_LABELS.get(str(task), str(task).capitalize() if task else "")
+
+
+# A table's time column reads like the captions: "2026-12-01 10:20 UTC", never "+00:00".
+TABLE_TIME = "YYYY-MM-DD HH:mm [UTC]"
+TABLE_TIME_SECONDS = "YYYY-MM-DD HH:mm:ss [UTC]"
+
+
+def time_column(label: str, *, seconds: bool = False) -> Any:
+    """The column config of a table's time column (pass the times through parse_time)."""
+    return st.column_config.DatetimeColumn(label, format=TABLE_TIME_SECONDS if seconds else TABLE_TIME, timezone="UTC")
 
 
 def credits(amount: int | None) -> str:

@@ -12,6 +12,7 @@ import streamlit as st
 from web_ui.utils import profile
 
 ANYWAY = "Predict anyway"
+NUMBER_FORMAT = "%g"  # printf style, drawn by the browser: the shortest text of the number, no trailing zeros
 
 
 def _step(feature: dict[str, Any]) -> float:
@@ -20,14 +21,6 @@ def _step(feature: dict[str, Any]) -> float:
     if seen is None or seen[1] <= seen[0]:
         return 0.1
     return float(10 ** (math.floor(math.log10(seen[1] - seen[0])) - 1))
-
-
-def _decimals(example: float | None, step: float) -> int:
-    """Enough decimals to show the example to 4 significant digits and the step, from 4 to 8."""
-    wanted = [4, -math.floor(math.log10(step))]
-    if example:
-        wanted.append(3 - math.floor(math.log10(abs(example))))
-    return min(8, max(wanted))
 
 
 def feature_input(model: str, feature: dict[str, Any]) -> Any:
@@ -47,7 +40,8 @@ def feature_input(model: str, feature: dict[str, Any]) -> Any:
     else:
         step = _step(feature)
         start = float(example) if example is not None else 0.0
-        value = float(st.number_input(label, value=start, step=step, format=f"%.{_decimals(start, step)}f", key=key))
+        # "%g" shows a number as typed (98, 5.1, 0.0123), not padded to a fixed number of decimals.
+        value = float(st.number_input(label, value=start, step=step, format=NUMBER_FORMAT, key=key))
     seen = profile.range_text(feature)
     if seen:
         st.caption(f"Seen in training: {seen}")

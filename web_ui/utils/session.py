@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import streamlit as st
 
-from web_ui.utils import browser_session
+from web_ui.utils import browser_session, messages
 from web_ui.utils.api import ApiClient, ApiError, SessionExpired
 
 log = logging.getLogger("mlmarket.web_ui")
@@ -80,7 +80,10 @@ def restore() -> None:
         sign_out(SESSION_EXPIRED_MESSAGE, warning=True, notice="expired")
         return
     except ApiError as exc:
-        st.session_state[FLASH] = {"text": f"You could not be signed in again: {exc.detail}", "warning": True}
+        st.session_state[FLASH] = {
+            "text": f"You could not be signed in again. {messages.describe(exc)}",
+            "warning": True,
+        }
         return
     sign_in(token, user, remember=False)
 
@@ -134,7 +137,8 @@ def show_error(exc: ApiError, prefix: str = "") -> None:
     """An API error in words; an expired session goes back to sign in."""
     if isinstance(exc, SessionExpired):
         expire()
-    st.error(f"{prefix}{exc.detail}", icon=":material/error:")
+    lead = prefix[:-2] + ". " if prefix.endswith(": ") else prefix  # "The top-up did not go through. Reason."
+    st.error(f"{lead}{messages.describe(exc)}", icon=":material/error:")
 
 
 def call(fn: Callable[[], T], prefix: str = "") -> T:
@@ -154,7 +158,7 @@ def run_page(page: Any) -> None:
     except SessionExpired:
         expire()
     except ApiError as exc:
-        st.error(exc.detail, icon=":material/error:")
+        st.error(messages.describe(exc), icon=":material/error:")
     except Exception:
         log.exception("the page %s failed", getattr(page, "title", page))
         st.error(

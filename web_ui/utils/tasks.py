@@ -29,6 +29,9 @@ POLL_SECONDS = 0.5
 # The results CSV of a classifier asked for probabilities has one such column per class, after the prediction.
 PROBABILITY = "probability_"
 FOLLOW_MAX_SECONDS = 300.0
+BAR_COLOUR = "#64748b"  # slate: neutral, readable on the light and the dark theme
+LABEL_COLOUR = "#475569"
+ROW_PX, CHART_PADDING_PX = 40, 100  # a class's line, and the title and axis around the bars
 
 
 def follow(client: ApiClient, task: dict[str, Any]) -> dict[str, Any]:
@@ -78,41 +81,74 @@ def rejected_rows(errors: list[dict[str, Any]]) -> None:
     if not errors:
         return
     st.warning(
-        f"{len(errors)} row(s) were rejected and not charged:",
+        f"{fmt.count(len(errors), 'row')} {'was' if len(errors) == 1 else 'were'} rejected and not charged:",
         icon=":material/warning:",
     )
     table = pd.DataFrame([{"row": e.get("row"), "reason": e.get("reason")} for e in errors])
     st.dataframe(table, hide_index=True, width="stretch")
 
 
-def _chart(frame: pd.DataFrame) -> None:
+def task_kind(client: ApiClient, task: dict[str, Any]) -> str | None:
+    """ "classification" or "regression" for the model that ran ``task``: a classifier's answer names its classes
+    when probabilities were asked, else the catalog knows the version's task. None when neither says."""
+    if isinstance(task.get("classes"), list) and task["classes"]:
+        return "classification"
+    try:
+        model = client.model(str(task.get("model")))
+    except SessionExpired:
+        raise
+    except ApiError:
+        return None  # unpublished since: the chart falls back to the type of the predictions
+    same = [v for v in model.get("versions") or [] if str(v.get("version")) == str(task.get("version"))]
+    kind = (same[0] if same else model).get("task") or model.get("task")
+    return str(kind) if kind in ("classification", "regression") else None
+
+
+def class_chart(predictions: pd.Series) -> None:
+    """One horizontal bar per class with its count, the most frequent first; as tall as the classes need."""
+    counts = predictions.astype(str).value_counts().rename_axis("prediction").reset_index(name="rows")
+    counts = counts.sort_values(["rows", "prediction"], ascending=[False, True], kind="stable")
+    order = list(counts["prediction"])
+    base = alt.Chart(counts).encode(
+        y=alt.Y(
+            "prediction:N",
+            sort=order,
+            title=None,
+            scale=alt.Scale(paddingInner=0.3, paddingOuter=0.15),
+            axis=alt.Axis(labelLimit=260, labelFontSize=13),
+        ),
+        # Room on the right for the count printed after the longest bar.
+        x=alt.X(
+            "rows:Q",
+            title="rows",
+            scale=alt.Scale(domain=[0, math.ceil(int(counts["rows"].max()) * 1.15)], nice=False),
+            axis=alt.Axis(tickMinStep=1, format="d"),
+        ),
+        tooltip=[alt.Tooltip("prediction:N", title="class"), alt.Tooltip("rows:Q", title="rows")],
+    )
+    # One quiet colour: no class looks like an alarm; the count at the end of each bar.
+    bars = base.mark_bar(color=BAR_COLOUR, cornerRadiusEnd=3)
+    labels = base.mark_text(align="left", dx=4, color=LABEL_COLOUR, fontSize=12).encode(text="rows:Q")
+    height = CHART_PADDING_PX + ROW_PX * len(counts)
+    st.altair_chart((bars + labels).properties(title="Predicted classes"), width="stretch", height=height)
+
+
+def _chart(frame: pd.DataFrame, kind: str | None) -> None:
     predictions = frame["prediction"]
-    if len(frame) < 2:
+    numeric = pd.api.types.is_numeric_dtype(predictions) and not pd.api.types.is_bool_dtype(predictions)
+    if kind == "classification" or (kind is None and not numeric):
+        class_chart(predictions)
         return
-    if pd.api.types.is_numeric_dtype(predictions):
-        chart = (
-            alt.Chart(frame)
-            .mark_bar()
-            .encode(
-                x=alt.X("prediction:Q", bin=alt.Bin(maxbins=30), title="prediction"),
-                y=alt.Y("count():Q", title="rows"),
-            )
-            .properties(title="Distribution of the predictions", height=240)
+    chart = (
+        alt.Chart(frame)
+        .mark_bar(color=BAR_COLOUR)
+        .encode(
+            x=alt.X("prediction:Q", bin=alt.Bin(maxbins=30), title="prediction"),
+            y=alt.Y("count():Q", title="rows", axis=alt.Axis(tickMinStep=1, format="d")),
         )
-    else:
-        counts = predictions.astype(str).value_counts().rename_axis("prediction").reset_index(name="rows")
-        # Horizontal bars in one colour: class names stay readable, and no class looks like an alarm.
-        chart = (
-            alt.Chart(counts)
-            .mark_bar(color="#4f46e5")
-            .encode(
-                y=alt.Y("prediction:N", sort="-x", title=None, axis=alt.Axis(labelLimit=240)),
-                x=alt.X("rows:Q", title="rows", axis=alt.Axis(tickMinStep=1)),
-                tooltip=["prediction:N", "rows:Q"],
-            )
-            .properties(title="Predicted classes", height=max(120, 36 * len(counts)))
-        )
-    st.altair_chart(chart, width="stretch")
+        .properties(title="Distribution of the predictions")
+    )
+    st.altair_chart(chart, width="stretch", height=260)
 
 
 def _predicted(frame: pd.DataFrame) -> pd.DataFrame:
@@ -182,7 +218,8 @@ def _columns(frame: pd.DataFrame) -> dict[str, Any]:
     return config
 
 
-def results(client: ApiClient, task: dict[str, Any]) -> None:
+def results(client: ApiClient, task: dict[str, Any], kind: str | None = None) -> None:
+    """The results table, a chart (one bar per class for a classifier, a histogram for a regressor) and the CSV."""
     task_id = str(task["id"])
     try:
         data = client.results_csv(task_id)
@@ -205,7 +242,8 @@ def results(client: ApiClient, task: dict[str, Any]) -> None:
             if pairs:
                 probability_bars(pairs)
         st.dataframe(frame, hide_index=True, width="stretch", column_config=_columns(frame))
-        _chart(frame)
+        if len(frame) > 1:
+            _chart(frame, kind or task_kind(client, task))
     st.caption(
         "The CSV lists every row you sent in order, with its `status` (ok or rejected) and, "
         "for a rejected row, the `error` that says why."
@@ -221,15 +259,18 @@ def results(client: ApiClient, task: dict[str, Any]) -> None:
     )
 
 
-def show(client: ApiClient, task: dict[str, Any], *, live: bool = True) -> dict[str, Any]:
-    """Everything about one task; with ``live``, waits for an unfinished task and shows each status change."""
+def show(client: ApiClient, task: dict[str, Any], *, live: bool = True, kind: str | None = None) -> dict[str, Any]:
+    """Everything about one task; with ``live``, waits for an unfinished task and shows each status change.
+
+    ``kind`` is the model's task ("classification" or "regression") when the page knows it; else it is looked up.
+    """
     if live:
         task = follow(client, task)
     summary(task)
     rejected_rows(list(task.get("errors") or []))
     status = task.get("status")
     if status == "succeeded":
-        results(client, task)
+        results(client, task, kind)
     elif status == "failed":
         reason = task.get("error") or "the worker could not run the model"
         st.error(f"The prediction failed: {reason}. Its {fmt.credits(task.get('cost'))} were refunded.")

@@ -129,5 +129,10 @@ if labels:
     if chosen:
         opened: str = chosen
         task = session.call(lambda: client.prediction(opened))
-        with st.empty().container(key=f"history-task-{chosen}"):
+        slot = st.empty()  # the status line alone while it runs, then the task (see predict.py)
+        followed = task.get("status") not in tasks.FINISHED
+        task = tasks.follow(client, task, slot)
+        with slot.container(key=f"history-task-{chosen}"):
+            if followed:
+                tasks.status_line(task)
             tasks.show(client, task, live=True)

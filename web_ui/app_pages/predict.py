@@ -267,10 +267,16 @@ def show_current(client: ApiClient) -> None:
     task = st.session_state.get(CURRENT_TASK)
     if not isinstance(task, dict) or task.get("model") not in (None, name):
         return
-    # A fresh placeholder first: nothing of an earlier result stays on screen while this one is followed.
-    with st.empty().container(key=f"prediction-{task.get('id')}"):
-        st.divider()
-        st.subheader("Your prediction")
+    st.divider()
+    st.subheader("Your prediction")
+    # While the task runs, its place holds only the status line, which replaces an earlier result at once (a new
+    # container there would keep the old result on screen under it until the page's run ends).
+    slot = st.empty()
+    followed = task.get("status") not in tasks.FINISHED
+    task = tasks.follow(client, task, slot)
+    with slot.container(key=f"prediction-{task.get('id')}"):
+        if followed:
+            tasks.status_line(task)
         st.session_state[CURRENT_TASK] = tasks.show(client, task, live=True, kind=task_kind)
 
 

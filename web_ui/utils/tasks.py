@@ -34,13 +34,17 @@ LABEL_COLOUR = "#475569"
 ROW_PX, CHART_PADDING_PX = 40, 100  # a class's line, and the title and axis around the bars
 
 
-def follow(client: ApiClient, task: dict[str, Any]) -> dict[str, Any]:
-    """Shows the task's status live until it finishes (or a time limit passes); returns the latest task."""
+def follow(client: ApiClient, task: dict[str, Any], where: Any = None) -> dict[str, Any]:
+    """Shows the task's status live until it finishes (or a time limit passes); returns the latest task.
+
+    ``where`` (an ``st.empty()`` slot) holds the status line alone while it runs: one element, which takes the
+    place of everything an earlier result left there at once.
+    """
     if task.get("status") in FINISHED:
         return task
     task_id = str(task["id"])
     status = str(task.get("status", "queued"))
-    with st.status(STATUS_WORDS.get(status, status), expanded=False) as box:
+    with (where if where is not None else st).status(STATUS_WORDS.get(status, status), expanded=False) as box:
         try:
             for event in client.prediction_events(task_id, max_seconds=FOLLOW_MAX_SECONDS):
                 status = str(event.get("status", status))
@@ -58,11 +62,18 @@ def follow(client: ApiClient, task: dict[str, Any]) -> dict[str, Any]:
                 box.update(label=STATUS_WORDS.get(status, status))
         latest = client.prediction(task_id)
         status = str(latest.get("status", status))
-        state: Literal["running", "complete", "error"] = (
-            "complete" if status == "succeeded" else "error" if status == "failed" else "running"
-        )
-        box.update(label=STATUS_WORDS.get(status, status), state=state)
+        box.update(label=STATUS_WORDS.get(status, status), state=_state(status))
     return latest
+
+
+def _state(status: str) -> Literal["running", "complete", "error"]:
+    return "complete" if status == "succeeded" else "error" if status == "failed" else "running"
+
+
+def status_line(task: dict[str, Any]) -> None:
+    """The status line a followed task ends with ("Done: the prediction succeeded"), drawn again with its result."""
+    status = str(task.get("status", ""))
+    st.status(STATUS_WORDS.get(status, status), state=_state(status), expanded=False)
 
 
 def summary(task: dict[str, Any]) -> None:

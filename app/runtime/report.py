@@ -59,6 +59,15 @@ def _table(
     return top - 0.025 - height - 0.045
 
 
+def _dataset(report: dict[str, Any]) -> str:
+    """The dataset as its author knows it: its name and version (its number only when the name is not given)."""
+    name = str(report.get("dataset_name") or "").strip()
+    version = report.get("dataset_version")
+    if name:
+        return f"{name}, version {version}"
+    return f"dataset {report.get('dataset_id')}, version {version}"
+
+
 def _summary_page(pdf: PdfPages, report: dict[str, Any]) -> None:
     """The first page, typeset: a title, what was trained on what, the scores with the rows they were measured
     on, the hyperparameters and where the time went."""
@@ -86,7 +95,7 @@ def _summary_page(pdf: PdfPages, report: dict[str, Any]) -> None:
         [
             ["Algorithm", str(report["algorithm"])],
             ["Task", str(report["task"])],
-            ["Dataset", f"#{report.get('dataset_id')}, version {report['dataset_version']}"],
+            ["Dataset", _dataset(report)],
             ["Column predicted", str(report["target"])],
             ["Rows", f"{_number(train)} to train on, {_number(test)} held out to test"],
         ],

@@ -16,6 +16,7 @@ REPORT = {
     "algorithm": "RandomForestClassifier",
     "task": "classification",
     "dataset_id": 7,
+    "dataset_name": "garden-flowers",
     "dataset_version": 2,
     "target": "kind",
     "rows": {"train": 48, "test": 12},
@@ -37,6 +38,8 @@ def test_the_report_has_a_title_tables_and_figures() -> None:
     first = reader.pages[0].extract_text()
     for words in ("Training report", "Summary", "Scores", "Hyperparameters", "Durations", "measured on"):
         assert words in first, words
+    # The dataset by the name its author gave it, not by its number.
+    assert "garden-flowers, version 2" in first and "#7" not in first
     # Each score says which split it was measured on and how many rows that was.
     assert "accuracy" in first and "0.9167" in first and "12 rows" in first and "48 rows" in first
     assert "Confusion matrix" in reader.pages[1].extract_text()
@@ -49,3 +52,9 @@ def test_a_regression_report_has_no_confusion_page() -> None:
     reader = PdfReader(io.BytesIO(render_pdf(report)))
     assert len(reader.pages) == 2
     assert "r2" in reader.pages[0].extract_text()
+
+
+def test_a_report_without_the_datasets_name_names_it_by_number() -> None:
+    report = {k: v for k, v in REPORT.items() if k != "dataset_name"}
+    first = PdfReader(io.BytesIO(render_pdf(report))).pages[0].extract_text()
+    assert "dataset 7, version 2" in first and "#" not in first

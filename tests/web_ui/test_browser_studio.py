@@ -11,6 +11,7 @@ import io
 import re
 import uuid
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 from playwright.sync_api import expect
 
@@ -196,6 +197,15 @@ def test_an_author_adds_a_dataset_trains_at_the_price_shown_and_reads_the_report
     assert sum(int(str(cell).rsplit("rows: ", 1)[1]) for cell in cells) == test_rows
     assert "Feature importance" in importance
     assert set(header[1:]) <= set(importance), f"feature names not shown: {set(header[1:]) - set(importance)}"
+    # What the bars mean is said (a linear model's bars are permutation importance, which can fall below zero),
+    # and every tick of the value axis is inside the chart, none cut at its edge.
+    train.get_by_text("how much the held-out score drops when that input's values are shuffled").wait_for()
+    edge = charts.nth(1).bounding_box()
+    for tick in charts.nth(1).locator(".role-axis-label text").all():
+        box = tick.bounding_box()
+        if box is not None:
+            inside = edge["x"] <= box["x"] and box["x"] + box["width"] <= edge["x"] + edge["width"]
+            assert inside, (tick.text_content(), box, edge)
     snap(page, "studio-05-report-scores-and-charts", charts.nth(0))
 
     # The PDF report is a typeset PDF: several fonts, the title and the scores with their row counts.
@@ -333,6 +343,14 @@ def fill(field: Any, value: str) -> None:
     field.press("Tab")
 
 
+def open_training(page: Any, area: Any, job_id: str) -> None:
+    """Opens a past training in "My trainings" and waits until its own report is on screen (the page has rerun),
+    so what is typed next goes into its form and not into the one the rerun replaces."""
+    choose(page, "Training", job_id[:8])
+    area.locator(f".st-key-past_pdf-{job_id}").wait_for()
+    settled(page)
+
+
 def test_publishing_under_a_taken_name_shows_what_changes_and_buyers_can_pick_a_version(
     page: Any, live_api: LiveApi, make_person: Any
 ) -> None:
@@ -347,7 +365,7 @@ def test_publishing_under_a_taken_name_shows_what_changes_and_buyers_can_pick_a_
 
     # The first model, under a new name and at a price. The newest training is open: picking another one must
     # leave a publish form that still sends what is typed in it.
-    choose(page, "Training", first["id"][:8])
+    open_training(page, trainings, first["id"])
     fill(trainings.locator(".st-key-past_publish_name input"), name)
     fill(trainings.locator(".st-key-past_publish_description textarea"), "Which of three cultivars a wine comes from")
     fill(trainings.locator(".st-key-past_publish_price input"), "2")
@@ -357,7 +375,7 @@ def test_publishing_under_a_taken_name_shows_what_changes_and_buyers_can_pick_a_
     snap(page, "studio-10-published-v1", trainings.get_by_text(f"Published {name} v1"))
 
     # The second model, with fewer inputs, under the same name: the page says what changes and asks first.
-    choose(page, "Training", second["id"][:8])
+    open_training(page, trainings, second["id"])
     fill(trainings.locator(".st-key-past_publish_name input"), name)
     fill(trainings.locator(".st-key-past_publish_description textarea"), "")
     fill(trainings.locator(".st-key-past_publish_price input"), "3")
@@ -371,7 +389,7 @@ def test_publishing_under_a_taken_name_shows_what_changes_and_buyers_can_pick_a_
         "Input magnesium is gone",
         "Input proline is gone",
         "Price per row changes from 2 credits to 3 credits",
-        "The description of the current version is kept (yours was empty)",
+        "The description stays v1's (confirm it below)",
     ):
         assert change in said, change
     assert [v["version"] for v in live_api.call("GET", f"/models/{name}", author.token)["versions"]] == [1]
@@ -387,16 +405,29 @@ def test_publishing_under_a_taken_name_shows_what_changes_and_buyers_can_pick_a_
     published = earnings.get_by_test_id("stMetric").filter(has_text="Published models")
     assert published.get_by_test_id("stMetricValue").inner_text() == "1"
 
-    # Confirming lists version 2; the description of version 1 is kept.
+    # Confirming lists version 2. The description of version 1 is pre-filled (the same algorithm), but kept only
+    # once the author says it fits.
     trainings = open_tab(page, "My trainings")
     trainings.get_by_role("button", name="Publish", exact=True).click()
     review.wait_for()
-    review.get_by_role("button", name="Publish as v2").click()
+    settled(page)
+    assert review.locator("textarea").input_value() == "Which of three cultivars a wine comes from"
+    confirm = review.get_by_role("button", name="Publish as v2")
+    assert confirm.is_disabled()
+    review.get_by_text("v1's description fits v2").click()
+    expect(confirm).to_be_enabled()
+    settled(page)
+    confirm.click()
     trainings.get_by_text(f"Published {name} v2 at 3 credits per row.").wait_for()
     settled(page)
     listed = live_api.call("GET", f"/models/{name}", author.token)
     assert [v["version"] for v in listed["versions"]] == [2, 1]
     assert listed["description"] == "Which of three cultivars a wine comes from"
+    # Only the outcome stays: no review still offering v2 under the message, which names the next version.
+    assert review.count() == 0
+    assert trainings.get_by_role("button", name=re.compile("^Publish as")).count() == 0
+    assert "Publishing adds v2" not in trainings.inner_text()
+    trainings.get_by_text("Publishing again under this name would add v3.").wait_for()
     snap(page, "studio-12-published-v2", trainings.get_by_text(f"Published {name} v2"))
 
     # A buyer picks either version: each with its own inputs and price.
@@ -428,3 +459,106 @@ def test_publishing_under_a_taken_name_shows_what_changes_and_buyers_can_pick_a_
     settled(page)
     (paid,) = live_api.call("GET", "/predictions", buyer.token)
     assert (paid["model"], paid["version"], paid["cost"]) == (name, 1, 2)
+
+
+def test_publishing_refuses_another_authors_name_and_asks_for_a_new_description(
+    page: Any, live_api: LiveApi, make_person: Any
+) -> None:
+    author: Person = make_person(credits=50)
+    dataset = api_wine_dataset(live_api, author, "wine")
+    logistic = trained_job(live_api, author, dataset["id"])
+    forest = trained_job(live_api, author, dataset["id"], algorithm="RandomForestClassifier")
+    name = f"wine-{uuid.uuid4().hex[:6]}"
+    old_words = "Which cultivar a wine comes from (logistic regression)"
+    body = {"training_job_id": logistic["id"], "name": name, "price_per_row": 2, "description": old_words}
+    live_api.call("POST", "/models", author.token, json=body)
+    sign_in(page, author.email, author.password)
+    open_page(page, "Training studio")
+    trainings = open_tab(page, "My trainings")
+    open_training(page, trainings, forest["id"])
+
+    # A name another author publishes under: said at once, and nothing offers to publish under it.
+    fill(trainings.locator(".st-key-past_publish_name input"), "iris-logistic")
+    fill(trainings.locator(".st-key-past_publish_price input"), "3")
+    trainings.get_by_role("button", name="Publish", exact=True).click()
+    refused = trainings.get_by_text("iris-logistic belongs to another author; choose another name.")
+    refused.wait_for()
+    settled(page)
+    assert trainings.locator(".st-key-past_publish-review").count() == 0
+    assert trainings.get_by_role("button", name=re.compile("^Publish as")).count() == 0
+    assert "Publishing adds" not in trainings.inner_text()
+    assert live_api.call("GET", "/models/iris-logistic", author.token)["author_id"] != author.user["id"]
+    snap(page, "studio-15-another-authors-name-refused", refused)
+
+    # The author's own name, with a random forest where v1 was a logistic regression: v1's description is shown
+    # but not carried over; publishing waits for one written for v2.
+    fill(trainings.locator(".st-key-past_publish_name input"), name)
+    trainings.get_by_role("button", name="Publish", exact=True).click()
+    review = trainings.locator(".st-key-past_publish-review")
+    review.wait_for()
+    settled(page)
+    said = review.inner_text()
+    for words in (
+        "Algorithm changes from LogisticRegression to RandomForestClassifier",
+        "v2 needs a description (v1's is not carried over unseen)",
+        "v1's description is not carried over: write one for v2.",
+        old_words,
+    ):
+        assert words in said, words
+    assert review.locator("textarea").input_value() == ""
+    confirm = review.get_by_role("button", name="Publish as v2")
+    assert confirm.is_disabled()
+    snap(page, "studio-16-new-algorithm-needs-its-description", review)
+    fill(review.locator("textarea"), "Which cultivar a wine comes from (random forest)")
+    expect(review).to_contain_text("The description of v2 is new (below)")
+    settled(page)
+    expect(confirm).to_be_enabled()
+    confirm.click()
+    trainings.get_by_text(f"Published {name} v2 at 3 credits per row.").wait_for()
+    settled(page)
+    listed = live_api.call("GET", f"/models/{name}", author.token)
+    assert (listed["version"], listed["description"]) == (2, "Which cultivar a wine comes from (random forest)")
+    assert listed["versions"][1]["description"] == old_words
+    snap(page, "studio-17-published-with-its-own-description", trainings.get_by_text(f"Published {name} v2"))
+
+
+def test_a_reload_keeps_the_tab_and_the_training_on_screen(page: Any, live_api: LiveApi, make_person: Any) -> None:
+    author: Person = make_person(credits=50)
+    dataset = api_wine_dataset(live_api, author, "wine")
+    older = trained_job(live_api, author, dataset["id"])
+    trained_job(live_api, author, dataset["id"], algorithm="RandomForestClassifier")
+    sign_in(page, author.email, author.password)
+    open_page(page, "Training studio")
+
+    # "My trainings" with the older training open (not the one a fresh page would open) survives a reload.
+    trainings = open_tab(page, "My trainings")
+    choose(page, "Training", older["id"][:8])
+    trainings.locator(f".st-key-past_pdf-{older['id']}").wait_for()
+    asked = parse_qs(urlparse(page.url).query)
+    assert (asked.get("tab"), asked.get("training")) == (["My trainings"], [older["id"]])
+    page.reload()
+    settled(page)
+    expect(page.get_by_role("tab", name="My trainings", exact=True)).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_role("combobox", name="Training")).to_have_value(re.compile(older["id"][:8]))
+    active_tab(page).locator(f".st-key-past_pdf-{older['id']}").wait_for()
+    snap(page, "studio-18-reload-keeps-my-trainings", page.get_by_role("combobox", name="Training"))
+
+    # A training started in "Train" is still on screen there after a reload.
+    train = open_tab(page, "Train")
+    cost = training_price(live_api, author, "LogisticRegression", 178)
+    train.get_by_role("button", name=f"Pay {credits(cost)} and start training").click()
+    train.get_by_role("button", name="Download the report (PDF)").wait_for(timeout=TRAINING_WAIT_MS)
+    settled(page)
+    newest = live_api.call("GET", "/training-jobs", author.token)[0]
+    assert parse_qs(urlparse(page.url).query).get("tab") == ["Train"]
+    page.reload()
+    settled(page)
+    expect(page.get_by_role("tab", name="Train", exact=True)).to_have_attribute("aria-selected", "true")
+    train = active_tab(page)
+    train.locator(f".st-key-job-{newest['id']}").wait_for()
+    train.get_by_role("button", name="Download the report (PDF)").wait_for()
+    snap(
+        page,
+        "studio-19-reload-keeps-the-started-training",
+        train.get_by_role("button", name="Download the report (PDF)"),
+    )

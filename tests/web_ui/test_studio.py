@@ -77,7 +77,9 @@ def test_upload_train_read_the_report_and_publish(
     next(b for b in at.button if b.label == "Publish").click()
     at.run()
     no_exceptions(at)
-    assert f"Published {name} v1 at 2 credits per row." in [s.value for s in at.success]
+    assert [s.value for s in at.success] == [
+        f"Published {name} v1 at 2 credits per row. Publishing again under this name would add v2."
+    ]
     catalog = {m["name"]: m for m in live_api.call("GET", "/models", person.token)}
     assert catalog[name].get("author_id", person.user["id"]) == person.user["id"]
     assert next(m.value for m in at.metric if m.label == "Published models") == "1"
@@ -96,13 +98,15 @@ def success_texts(at: AppTest) -> list[str]:
     return [str(s.value) for s in at.success]
 
 
-def trained_job(live_api: LiveApi, person: Person, dataset_id: int) -> dict[str, Any]:
-    """A LogisticRegression trained over the API, waited for until it finished."""
+def trained_job(
+    live_api: LiveApi, person: Person, dataset_id: int, algorithm: str = "LogisticRegression"
+) -> dict[str, Any]:
+    """A model (a LogisticRegression unless told) trained over the API, waited for until it finished."""
     job = live_api.call(
         "POST",
         "/training-jobs",
         person.token,
-        json={"dataset_id": dataset_id, "algorithm": "LogisticRegression", "hyperparameters": {}},
+        json={"dataset_id": dataset_id, "algorithm": algorithm, "hyperparameters": {}},
     )
     deadline = time.monotonic() + 60
     while job["status"] not in ("succeeded", "failed") and time.monotonic() < deadline:
@@ -147,7 +151,7 @@ def test_dataset_info_append_reset_trash_restore_and_delete_for_good(
     at.run()
     no_exceptions(at)
     assert [e.value for e in at.error] == [
-        "The rows were not appended: row 1 has unknown column(s) colour; columns: petal, sepal, kind"
+        "The rows were not appended. Row 1 has unknown column(s) colour; columns: petal, sepal, kind."
     ]
 
     at.button(key="dataset_reset").click().run()
@@ -205,7 +209,7 @@ def test_reopen_a_past_training_retrain_it_and_delete_it(
     button_ending(at, "and retrain").click()
     at.run()
     no_exceptions(at)
-    assert [e.value.startswith("The training did not start: ") for e in at.error] == [True]
+    assert [e.value.startswith("The training did not start. ") for e in at.error] == [True]
     at.text_area(key=f"retrain_params-{new['id']}").input("not json")
     button_ending(at, "and retrain").click()
     at.run()
@@ -281,6 +285,23 @@ def test_a_sharded_training_shows_each_shard(
     assert (job["shards"], job["status"]) == (2, "succeeded")
 
 
+def wider_dataset(live_api: LiveApi, person: Person) -> dict[str, Any]:
+    lines = [f"{1.5 + (i % 2) * 4},{2 + (i % 3) / 10},{i % 7 + 0.5},{('small', 'large')[i % 2]}" for i in range(40)]
+    wider = ("petal,sepal,stem,kind\n" + "\n".join(lines) + "\n").encode()
+    files = {"file": ("wider.csv", wider, "text/csv")}
+    return dict(live_api.call("POST", "/datasets", person.token, files=files, data={"target": "kind"}))
+
+
+def publish_as(at: AppTest, job_id: str, name: str, price: int, description: str = "") -> AppTest:
+    """Fills the publish form of a past training and presses "Publish"."""
+    at.selectbox(key="job_pick").select(job_id).run()
+    at.text_input(key="past_publish_name").input(name)
+    at.text_area(key="past_publish_description").input(description)
+    at.number_input(key="past_publish_price").set_value(price)
+    button(at, "Publish").click()
+    return at.run()
+
+
 def test_publishing_under_a_taken_name_shows_what_changes_and_asks(
     app_as: Callable[..., AppTest], make_person: Callable[..., Person], live_api: LiveApi
 ) -> None:
@@ -289,18 +310,9 @@ def test_publishing_under_a_taken_name_shows_what_changes_and_asks(
     name = f"flowers-{uuid.uuid4().hex[:6]}"
     body = {"training_job_id": first["id"], "name": name, "price_per_row": 2, "description": "Small or large"}
     live_api.call("POST", "/models", person.token, json=body)
-    lines = [f"{1.5 + (i % 2) * 4},{2 + (i % 3) / 10},{i % 7 + 0.5},{('small', 'large')[i % 2]}" for i in range(40)]
-    wider = ("petal,sepal,stem,kind\n" + "\n".join(lines) + "\n").encode()
-    files = {"file": ("wider.csv", wider, "text/csv")}
-    dataset = live_api.call("POST", "/datasets", person.token, files=files, data={"target": "kind"})
-    second = trained_job(live_api, person, dataset["id"])
+    second = trained_job(live_api, person, wider_dataset(live_api, person)["id"])
 
-    at = app_as(person, STUDIO)
-    at.selectbox(key="job_pick").select(second["id"]).run()
-    at.text_input(key="past_publish_name").input(name)
-    at.number_input(key="past_publish_price").set_value(3)
-    button(at, "Publish").click()
-    at.run()
+    at = publish_as(app_as(person, STUDIO), second["id"], name, 3)
     no_exceptions(at)
     # Nothing is published yet: the page says what a new version changes and asks.
     assert [v["version"] for v in live_api.call("GET", f"/models/{name}", person.token)["versions"]] == [1]
@@ -310,15 +322,33 @@ def test_publishing_under_a_taken_name_shows_what_changes_and_asks(
     for change in (
         "Input `stem` is new (number)",
         "Price per row changes from 2 credits to 3 credits",
-        "The description of the current version is kept (yours was empty)",
+        "The description stays v1's (confirm it below)",
+        "The description below is v1's, written for v1: confirm that it describes v2 too, or edit it.",
     ):
         assert change in page, change
+    # v1's description is pre-filled (same algorithm), but publishing waits until the author confirms it.
+    assert at.text_area(key=f"past_publish_review_description-{second['id']}").value == "Small or large"
+    assert at.button(key="past_publish-confirm").disabled
+    at.checkbox(key=f"past_publish_description_fits-{second['id']}").check().run()
+    assert not at.button(key="past_publish-confirm").disabled
     at.button(key="past_publish-confirm").click().run()
     no_exceptions(at)
-    assert f"Published {name} v2 at 3 credits per row." in success_texts(at)
+    assert success_texts(at) == [
+        f"Published {name} v2 at 3 credits per row. Buyers now get v2 by default. "
+        "Publishing again under this name would add v3."
+    ]
+    # The review is gone with its question: nothing on the page still offers to add v2.
+    assert not [b.label for b in at.button if b.label.startswith("Publish as")]
+    assert "Publishing adds v2" not in texts(at)
     model = live_api.call("GET", f"/models/{name}", person.token)
     assert [v["version"] for v in model["versions"]] == [2, 1]
     assert model["description"] == "Small or large"
+
+    # Publishing again asks about v3.
+    button(at, "Publish").click()
+    at.run()
+    assert f"**{name}** is already in the catalog (v2). Publishing adds v3" in texts(at)
+    assert at.button(key="past_publish-confirm").label == "Publish as v3"
 
     # Both versions stay on sale, and a buyer can pick the older one.
     buyer = app_as(make_person(credits=5), "app_pages/predict.py")
@@ -331,3 +361,45 @@ def test_publishing_under_a_taken_name_shows_what_changes_and_asks(
     version.select(1).run()
     no_exceptions(buyer)
     assert "Pay 2 credits and predict" in [b.label for b in buyer.button]
+
+
+def test_another_algorithm_does_not_inherit_the_description(
+    app_as: Callable[..., AppTest], make_person: Callable[..., Person], live_api: LiveApi
+) -> None:
+    person = make_person(credits=40)
+    dataset = api_dataset(live_api, person)
+    first = trained_job(live_api, person, dataset["id"])
+    name = f"flowers-{uuid.uuid4().hex[:6]}"
+    body = {"training_job_id": first["id"], "name": name, "price_per_row": 2, "description": "A logistic model"}
+    live_api.call("POST", "/models", person.token, json=body)
+    forest = trained_job(live_api, person, dataset["id"], algorithm="RandomForestClassifier")
+
+    at = publish_as(app_as(person, STUDIO), forest["id"], name, 2)
+    no_exceptions(at)
+    page = texts(at)
+    assert "Algorithm changes from LogisticRegression to RandomForestClassifier" in page
+    assert "v2 needs a description (v1's is not carried over unseen)" in page
+    assert "v1's description is not carried over: write one for v2." in page
+    assert "A logistic model" in page  # shown for reference, not filled in
+    assert at.text_area(key=f"past_publish_review_description-{forest['id']}").value == ""
+    assert at.button(key="past_publish-confirm").disabled
+    at.text_area(key=f"past_publish_review_description-{forest['id']}").input("A random forest").run()
+    assert "The description of v2 is new (below)" in texts(at)
+    at.button(key="past_publish-confirm").click().run()
+    no_exceptions(at)
+    model = live_api.call("GET", f"/models/{name}", person.token)
+    assert ([v["version"] for v in model["versions"]], model["description"]) == ([2, 1], "A random forest")
+
+
+def test_another_authors_name_is_refused_at_once(
+    app_as: Callable[..., AppTest], make_person: Callable[..., Person], live_api: LiveApi
+) -> None:
+    person = make_person(credits=20)
+    job = trained_job(live_api, person, api_dataset(live_api, person)["id"])
+    at = publish_as(app_as(person, STUDIO), job["id"], "iris-logistic", 3)  # the demo admin's model
+    no_exceptions(at)
+    assert [e.value for e in at.error] == ["**iris-logistic** belongs to another author; choose another name."]
+    # No review, no way to publish under it.
+    assert "Publishing adds" not in texts(at)
+    assert not [b.label for b in at.button if b.label.startswith("Publish as")]
+    assert live_api.call("GET", "/models/iris-logistic", person.token)["author_id"] != person.user["id"]

@@ -12,6 +12,13 @@ from web_ui.utils.api import ApiError
 CURRENT_JOB = "studio_job"
 DONE = "studio_done"  # the message of an action that reran the page
 OPEN_JOB = "studio_open_job"  # a job to open in "My trainings" on the next run
+# Kept in the URL, so a reload (or a shared link) reopens them: the tab on screen, the training opened in
+# "My trainings" (both bound to their widgets) and the training followed in "Train".
+TAB_PARAM = "tab"
+TAB_OPENED = "studio_tab_opened"  # the tab the page was opened on: the tabs' default, the same on every run
+JOB_PARAM = "training"
+TRAINING_PARAM = "started"
+TABS = ("Datasets", "Train", "My trainings", "Models and earnings")
 MAX_APPEND_BYTES = 2 * 2**20
 MAX_DATASET_MB = 5  # the API's dataset limit (MLMARKET_DATASET_MAX_BYTES, 5 MiB by default)
 FINISHED = ("succeeded", "failed")

@@ -31,7 +31,8 @@ def csv_records(data: bytes) -> list[dict[str, Any]]:
 
 
 def dataset_details(info: dict[str, Any]) -> None:
-    figures = st.columns(4)
+    # The task's name is the longest figure ("Classification"): its column is wider, so it is never cut.
+    figures = st.columns([2, 2, 2, 4])
     figures[0].metric("Version", info.get("version"), border=True)
     figures[1].metric("Rows", f"{int(info.get('rows') or 0):,}", border=True)
     figures[2].metric("Columns", len(info.get("columns") or []), border=True)
@@ -186,7 +187,7 @@ def tab(client: ApiClient) -> None:
                     list(csv_check.ENCODINGS),
                     index=None,
                     placeholder="Choose an encoding",
-                    format_func=csv_check.ENCODINGS.get,
+                    format_func=lambda e: str(csv_check.ENCODINGS.get(e, e)),
                     key="dataset_encoding",
                 )
             if encoding is not None:

@@ -8,11 +8,13 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from web_ui.studio.common import OPEN_JOB, act, attempt, done
+from web_ui.studio.common import JOB_PARAM, OPEN_JOB, act, attempt, done
 from web_ui.studio.report import show_job
 from web_ui.utils import formatting as fmt
 from web_ui.utils import session
 from web_ui.utils.api import ApiClient
+
+PICK = "job_pick"
 
 
 def job_label(job: dict[str, Any]) -> str:
@@ -26,11 +28,16 @@ def manage_job(client: ApiClient, by_id: dict[str, dict[str, Any]]) -> None:
     """One past training: its report, retraining, the trash and deleting for good."""
     st.subheader("Open a training")
     pending = st.session_state.pop(OPEN_JOB, None)
+    linked = st.query_params.get(JOB_PARAM)
     if pending in by_id:
-        st.session_state["job_pick"] = pending
-    elif st.session_state.get("job_pick") not in by_id:
-        st.session_state.pop("job_pick", None)
-    job_id = str(st.selectbox("Training", list(by_id), format_func=lambda i: job_label(by_id[i]), key="job_pick"))
+        st.session_state[PICK] = pending
+    elif PICK not in st.session_state and linked in by_id:  # a reload, or a link: the training in the URL
+        st.session_state[PICK] = linked
+    elif st.session_state.get(PICK) not in by_id:
+        st.session_state.pop(PICK, None)
+    job_id = str(st.selectbox("Training", list(by_id), format_func=lambda i: job_label(by_id[i]), key=PICK))
+    if st.query_params.get(JOB_PARAM) != job_id:
+        st.query_params[JOB_PARAM] = job_id  # by its id, so the link stays good while the training's status changes
     job = by_id[job_id]
     short = job_id[:8]
     if job.get("deleted"):

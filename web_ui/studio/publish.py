@@ -15,8 +15,13 @@ from web_ui.utils.api import ApiClient, ApiError
 
 
 def publish_form(client: ApiClient, job: dict[str, Any], report: dict[str, Any], where: str) -> None:
-    """Publishing a succeeded job under a catalog name, with a review first when the name is taken."""
+    """Publishing a succeeded job under a catalog name: at once when the name is free, after a review when it is
+    the author's own, never when it is another author's."""
     st.subheader("Publish this model")
+    published = st.session_state.pop(f"{where}published-{job['id']}", None)
+    if published:
+        st.success(str(published), icon=":material/storefront:")
+    review_key = f"{where}publish_review-{job['id']}"
     # One form per tab, not per job: its keyed fields keep their identity, so a form of another job never
     # holds on to them (the browser would then send nothing on "Publish").
     with st.form(f"{where}publish"):
@@ -28,15 +33,35 @@ def publish_form(client: ApiClient, job: dict[str, Any], report: dict[str, Any],
             "Price per row (credits)", min_value=1, max_value=1_000_000, value=1, key=f"{where}publish_price"
         )
         if st.form_submit_button("Publish", type="primary", icon=":material/publish:"):
-            request = {"name": name.strip(), "price": int(price), "description": description.strip()}
-            existing = existing_model(client, request["name"])
-            if existing is None:
-                publish(client, job, request, where)
+            st.session_state.pop(review_key, None)
+            request: dict[str, Any] = {
+                "name": name.strip(),
+                "price": int(price),
+                "description": description.strip(),
+            }
+            try:
+                existing = existing_model(client, request["name"])
+            except ApiError as exc:
+                session.show_error(exc, "The model was not published: ")
             else:
-                st.session_state[f"{where}publish_review-{job['id']}"] = request
-    review = st.session_state.get(f"{where}publish_review-{job['id']}")
+                if existing is None:
+                    publish(client, job, request, where)
+                elif not fmt.is_mine(existing, session.current_user() or {}):
+                    st.error(taken_by_another(request["name"]), icon=":material/block:")
+                else:
+                    st.session_state[review_key] = request
+                    keep = description_kept(existing, job, request)
+                    st.session_state[f"{where}publish_review_description-{job['id']}"] = request["description"] or (
+                        str(existing.get("description") or "") if keep else ""
+                    )
+                    st.session_state.pop(f"{where}publish_description_fits-{job['id']}", None)
+    review = st.session_state.get(review_key)
     if isinstance(review, dict):
         review_publishing(client, job, report, review, where)
+
+
+def taken_by_another(name: str) -> str:
+    return f"**{name}** belongs to another author; choose another name."
 
 
 def existing_model(client: ApiClient, name: str) -> dict[str, Any] | None:
@@ -51,17 +76,31 @@ def existing_model(client: ApiClient, name: str) -> dict[str, Any] | None:
         raise
 
 
+def description_kept(current: dict[str, Any], job: dict[str, Any], request: dict[str, Any]) -> bool:
+    """Whether the review pre-fills the current version's description: only when none was typed and the new
+    version is the same algorithm (a description of another kind of model would mislead buyers)."""
+    return not request["description"] and bool(current.get("description")) and same_algorithm(current, job)
+
+
+def same_algorithm(current: dict[str, Any], job: dict[str, Any]) -> bool:
+    return not current.get("algorithm") or current.get("algorithm") == job.get("algorithm")
+
+
 def publish(client: ApiClient, job: dict[str, Any], request: dict[str, Any], where: str) -> None:
-    st.session_state.pop(f"{where}publish_review-{job['id']}", None)
+    """Publishes, then reruns the page so it shows the success and the catalog as it now is (no stale review)."""
     try:
         model = client.publish(str(job["id"]), request["name"], request["price"], request["description"])
     except ApiError as exc:
         session.show_error(exc, "The model was not published: ")
-    else:
-        st.success(
-            f"Published {model['name']} v{model['version']} at {fmt.credits(model['price_per_row'])} per row.",
-            icon=":material/storefront:",
-        )
+        return
+    st.session_state.pop(f"{where}publish_review-{job['id']}", None)
+    version = int(model["version"])
+    default = f" Buyers now get v{version} by default." if version > 1 else ""
+    st.session_state[f"{where}published-{job['id']}"] = (
+        f"Published {model['name']} v{version} at {fmt.credits(model['price_per_row'])} per row.{default} "
+        f"Publishing again under this name would add v{version + 1}."
+    )
+    st.rerun()
 
 
 def schema_changes(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str]:
@@ -78,13 +117,61 @@ def schema_changes(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list
     return changes
 
 
+def description_review(current: dict[str, Any], job: dict[str, Any], version: int, where: str) -> tuple[str, bool]:
+    """The description of the new version, an explicit choice: v1's text is never carried over unseen.
+
+    Returns the description to publish and whether the author has made the choice."""
+    old = str(current.get("description") or "").strip()
+    key = f"{where}publish_review_description-{job['id']}"
+    text = str(st.session_state.get(key) or "").strip()
+    new = f"v{version + 1}"
+    ready = True
+    if old and text == old:
+        st.info(
+            f"The description below is v{version}'s, written for v{version}: confirm that it describes {new} "
+            "too, or edit it.",
+            icon=":material/edit_note:",
+        )
+        ready = False  # until the box under the text is ticked
+    elif old and not text and not same_algorithm(current, job):
+        st.info(
+            f"v{version} is a {current.get('algorithm')} model and {new} a {job.get('algorithm')}, so "
+            f"v{version}'s description is not carried over: write one for {new}.  \nv{version}'s was: “{old}”",
+            icon=":material/edit_note:",
+        )
+        ready = False
+    elif old and not text:
+        st.info(f"Write a description for {new}, or put back v{version}'s: “{old}”", icon=":material/edit_note:")
+        ready = False
+    st.text_area(f"Description of {new}", max_chars=2000, key=key)
+    if old and text == old:
+        ready = st.checkbox(f"v{version}'s description fits {new}", key=f"{where}publish_description_fits-{job['id']}")
+    return text, ready
+
+
+def description_change(current: dict[str, Any], text: str, version: int) -> str | None:
+    old = str(current.get("description") or "").strip()
+    new = f"v{version + 1}"
+    if old and text == old:
+        return f"The description stays v{version}'s (confirm it below)"
+    if old and not text:
+        return f"{new} needs a description (v{version}'s is not carried over unseen)"
+    if text != old:
+        return f"The description of {new} is new (below)"
+    return None
+
+
 def review_publishing(
     client: ApiClient, job: dict[str, Any], report: dict[str, Any], request: dict[str, Any], where: str
 ) -> None:
-    """The name is taken: say what a new version changes for buyers, and publish only once the author agrees."""
+    """The name is the author's own: say what a new version changes for buyers, and publish only once the author
+    agrees (and has chosen the description)."""
     current = existing_model(client, request["name"]) or {}
     version = int(current.get("version") or 0)
     with st.container(border=True, key=f"{where}publish-review"):
+        if current and not fmt.is_mine(current, session.current_user() or {}):
+            st.error(taken_by_another(request["name"]), icon=":material/block:")
+            return
         st.warning(
             f"**{request['name']}** is already in the catalog (v{version}). Publishing adds v{version + 1}, "
             f"which buyers get by default; v{version} and earlier stay on sale and can still be chosen.",
@@ -96,18 +183,26 @@ def review_publishing(
             changes.append(f"Price per row changes from {fmt.credits(old_price)} to {fmt.credits(new_price)}")
         if current.get("task") and report.get("task") and current.get("task") != report.get("task"):
             changes.append(f"Task changes from {current.get('task')} to {report.get('task')}")
-        if not request["description"] and current.get("description"):
-            request = {**request, "description": str(current["description"])}
-            changes.append("The description of the current version is kept (yours was empty)")
+        if not same_algorithm(current, job):
+            changes.append(f"Algorithm changes from {current.get('algorithm')} to {job.get('algorithm')}")
+        text = str(st.session_state.get(f"{where}publish_review_description-{job['id']}") or "").strip()
+        described = description_change(current, text, version)
+        if described:
+            changes.append(described)
         if changes:
             st.markdown("**What changes for buyers:**\n" + "\n".join(f"- {c}" for c in changes))
         else:
             st.markdown("Same inputs, same price: only the model behind them changes.")
+        text, ready = description_review(current, job, version, where)
         go, cancel = st.columns(2)
         if go.button(
-            f"Publish as v{version + 1}", type="primary", icon=":material/publish:", key=f"{where}publish-confirm"
+            f"Publish as v{version + 1}",
+            type="primary",
+            icon=":material/publish:",
+            disabled=not ready,
+            key=f"{where}publish-confirm",
         ):
-            publish(client, job, request, where)
+            publish(client, job, {**request, "description": text}, where)
         if cancel.button("Cancel", key=f"{where}publish-cancel"):
             st.session_state.pop(f"{where}publish_review-{job['id']}", None)
             st.rerun()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 import altair as alt
 import pandas as pd
@@ -53,12 +53,18 @@ def bars(rows: list[dict[str, Any]], label: str, value: str, title: str | None =
         .mark_bar(color="#4f46e5")
         .encode(
             y=alt.Y(f"{label}:N", sort="-x", title=None, axis=alt.Axis(labelLimit=320, labelOverlap=False)),
-            x=alt.X(f"{value}:Q", title=value, axis=alt.Axis(tickMinStep=1) if counts else alt.Axis()),
+            # The first and last tick labels are drawn inside the chart's width, never cut at its edge.
+            x=alt.X(
+                f"{value}:Q",
+                title=value,
+                axis=alt.Axis(tickMinStep=1, labelFlush=True) if counts else alt.Axis(labelFlush=True),
+            ),
             tooltip=[f"{label}:N", alt.Tooltip(f"{value}:Q", format=",d" if counts else ".3f")],
         )
-        .properties(height=height)
+        # Room on the right, so the last tick label (flush with the axis's end) is never cut by the chart's edge.
+        .properties(height=height, padding={"left": 5, "top": 5, "bottom": 5, "right": 16})
     )
-    return chart.properties(title=title) if title else chart
+    return cast(alt.Chart, chart.properties(title=title)) if title else chart
 
 
 def confusion_chart(report: dict[str, Any]) -> alt.Chart | None:
@@ -80,14 +86,50 @@ def confusion_chart(report: dict[str, Any]) -> alt.Chart | None:
     heat = base.mark_rect().encode(color=alt.Color("rows:Q", scale=alt.Scale(scheme="blues")), tooltip=["rows:Q"])
     labels = base.mark_text(fontSize=14).encode(text="rows:Q")
     height = AXIS_PX + TITLE_PX + max(ROW_PX, 60) * len(names)
-    return (heat + labels).properties(title="Confusion matrix (held-out rows)", height=max(320, height))
+    layered = (heat + labels).properties(title="Confusion matrix (held-out rows)", height=max(320, height))
+    return cast(alt.Chart, layered)
+
+
+IMPORTANCE_MEANING = {
+    "native": (
+        "Each bar is the input's share of the model's importance (how much the trees' splits on it improved "
+        "them); the shares add up to 1, and a longer bar mattered more."
+    ),
+    "permutation": (
+        "Each bar is how much the held-out score drops when that input's values are shuffled (permutation "
+        "importance): a longer bar mattered more. A bar near zero or below it means the input did not help; "
+        "shuffling it changed the score by chance alone. These are not the model's coefficients."
+    ),
+}
+
+
+def importance_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    importance = report.get("feature_importance") or {}
+    values = importance.get("values", importance) if isinstance(importance, dict) else {}
+    return [{"feature": str(k), "importance": float(v)} for k, v in values.items() if isinstance(v, int | float)]
+
+
+def importance_method(report: dict[str, Any]) -> str:
+    importance = report.get("feature_importance") or {}
+    return str(importance.get("method") or "") if isinstance(importance, dict) else ""
 
 
 def importance_chart(report: dict[str, Any]) -> alt.Chart | None:
-    importance = report.get("feature_importance") or {}
-    values = importance.get("values", importance) if isinstance(importance, dict) else {}
-    rows = [{"feature": str(k), "importance": float(v)} for k, v in values.items() if isinstance(v, int | float)]
-    return bars(rows, "feature", "importance", title="Feature importance") if rows else None
+    rows = importance_rows(report)
+    if not rows:
+        return None
+    chart = bars(rows, "feature", "importance", title="Feature importance")
+    if any(r["importance"] < 0 for r in rows):
+        # Below zero is "did not help", not an alarm: those bars are grey.
+        chart = chart.encode(color=alt.condition(alt.datum.importance < 0, alt.value("#9ca3af"), alt.value("#4f46e5")))
+    return chart
+
+
+def importance_caption(report: dict[str, Any]) -> str | None:
+    """What the bars of the importance chart mean for the way they were measured."""
+    if not importance_rows(report):
+        return None
+    return IMPORTANCE_MEANING.get(importance_method(report), IMPORTANCE_MEANING["native"])
 
 
 def shard_table(job: dict[str, Any]) -> None:
@@ -175,6 +217,7 @@ def job_details(client: ApiClient, job: dict[str, Any], where: str) -> None:
     chart = importance_chart(report)
     if chart is not None:
         right.altair_chart(chart, width="stretch")
+        right.caption(importance_caption(report) or "")
     try:
         pdf = client.training_report_pdf(str(job["id"]))
     except ApiError as exc:

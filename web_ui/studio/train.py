@@ -6,7 +6,7 @@ from typing import Any
 
 import streamlit as st
 
-from web_ui.studio.common import CURRENT_JOB
+from web_ui.studio.common import CURRENT_JOB, TRAINING_PARAM
 from web_ui.studio.report import show_job
 from web_ui.utils import formatting as fmt
 from web_ui.utils import session
@@ -57,6 +57,23 @@ def hyperparameter_input(algorithm: str, name: str, spec: dict[str, Any]) -> Any
         )
     text = st.text_input(name, value="" if default is None else str(default), help=help_text, key=key)
     return text or None
+
+
+def current_job(client: ApiClient) -> dict[str, Any] | None:
+    """The training on screen in this tab: the last one started, kept in the URL so a reload shows it again."""
+    current = st.session_state.get(CURRENT_JOB)
+    if isinstance(current, dict):
+        if st.query_params.get(TRAINING_PARAM) != str(current["id"]):
+            st.query_params[TRAINING_PARAM] = str(current["id"])
+        return current
+    linked = st.query_params.get(TRAINING_PARAM)
+    if not linked:
+        return None
+    try:
+        return client.training_job(str(linked))
+    except ApiError:  # not this person's training, or gone: the link is dropped
+        del st.query_params[TRAINING_PARAM]
+        return None
 
 
 def tab(client: ApiClient) -> None:
@@ -147,8 +164,9 @@ def tab(client: ApiClient) -> None:
                         session.show_error(exc, "The training did not start: ")
                     else:
                         st.session_state[CURRENT_JOB] = job
+                        st.query_params[TRAINING_PARAM] = str(job["id"])
                         st.rerun()  # so every balance on screen shows the charge
-        current = st.session_state.get(CURRENT_JOB)
-        if isinstance(current, dict):
+        current = current_job(client)
+        if current is not None:
             st.divider()
             st.session_state[CURRENT_JOB] = show_job(client, current)

@@ -13,6 +13,7 @@ from app.api.routes.webhooks import WebhookOfBody
 from app.api.sse import state_events
 from app.core.db import read_session
 from app.core.errors import Conflict
+from app.models.dataset import Dataset
 from app.models.task import TaskStatus
 from app.models.training import (
     RetrainRequest,
@@ -124,8 +125,10 @@ def read_report(job_id: str, user: CurrentUser, session: SessionDep) -> Training
 )
 def download_report(job_id: str, user: CurrentUser, session: SessionDep) -> Response:
     report = report_of(_succeeded(session, user.id or 0, job_id))
+    dataset = session.get(Dataset, report.dataset_id) if report.dataset_id else None
+    named = dataset.name if dataset is not None and dataset.user_id == user.id else None
     return Response(
-        training.report_pdf(report.model_dump()),
+        training.report_pdf({**report.model_dump(), "dataset_name": named}),
         media_type="application/pdf",
         headers={"Content-Disposition": f'attachment; filename="training-report-{job_id}.pdf"'},
     )

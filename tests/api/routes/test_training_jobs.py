@@ -108,6 +108,8 @@ def test_train_report_pdf_events_and_artifact(
     pages = PdfReader(io.BytesIO(pdf.content)).pages
     assert len(pages) == 3  # summary, confusion matrix, feature importance
     assert "LogisticRegression" in pages[0].extract_text()
+    name = client.get(f"{DATASETS}/{dataset_id}", headers=headers).json()["name"]
+    assert f"{name}," in pages[0].extract_text() or f"{name} " in pages[0].extract_text(), name  # named as given
 
     artifact = client.get(f"{JOBS}/{job['id']}/artifact", headers=headers)
     assert artifact.status_code == 200

@@ -67,6 +67,7 @@ def dataset_details(info: dict[str, Any]) -> None:
             ),
             hide_index=True,
             width="stretch",
+            column_config={"created": fmt.time_column("created")},
         )
     summary = info.get("column_summary") or []
     if summary:

@@ -209,7 +209,7 @@ def test_the_encoding_chosen_for_one_file_is_not_forced_on_the_next(
     upload(page, "villes-utf16.csv", data.encode("utf-16"))
     page.get_by_text("villes-utf16.csv").wait_for()
     settled(page)
-    screenshot(page, "buyers-06-next-file-keeps-the-old-encoding")
+    screenshot(page, "buyers-06-next-file-read-in-its-own-encoding")
     assert page.get_by_text("Read as UTF-16").count() == 1
     assert page.get_by_role("button", name="Pay 4 credits and predict 4 rows").is_enabled()
 

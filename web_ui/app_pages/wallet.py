@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import altair as alt
 import pandas as pd
@@ -19,6 +19,7 @@ MAX_TOP_UP = 1_000_000
 LEDGER_LIMIT = 500
 TOPPED_UP = "wallet_topped_up"
 MAX_TICKS = 6
+MIN_SPAN_SECONDS = 60
 MINUTE, HOUR, DAY = 60, 3600, 86400
 # Tick intervals in seconds: the smallest that keeps at most MAX_TICKS labels is used.
 TICK_STEPS = [1, 2, 5, 10, 15, 30]
@@ -112,9 +113,14 @@ with right:
     else:
         points = timeline(history, int(wallet["balance"]))
         start, end = points["time"].min().to_pydatetime(), points["time"].max().to_pydatetime()
+        # At least a minute shown: a wallet topped up a second ago still gets an axis with several times on it.
+        start = min(start, end - timedelta(seconds=MIN_SPAN_SECONDS))
         points["when"] = [fmt.when(t.isoformat()) for t in points["time"]]
+        domain = [start.isoformat(), end.isoformat()]
         base = alt.Chart(points).encode(
-            x=alt.X("time:T", title="time (UTC)", scale=alt.Scale(type="utc"), axis=time_axis(start, end)),
+            x=alt.X(
+                "time:T", title="time (UTC)", scale=alt.Scale(type="utc", domain=domain), axis=time_axis(start, end)
+            ),
             y=alt.Y("balance:Q", title="credits", scale=alt.Scale(zero=True)),
         )
         chart = base.mark_area(interpolate="step-after", opacity=0.25) + base.mark_line(

@@ -153,6 +153,8 @@ def test_numbered_classes_get_a_bar_each_and_a_link_or_reload_keeps_the_model(
     signed_in_at(page, ui_url, make_person(credits=40), f"predict?model={wine}&version=1", "Predict")
     assert combobox_text(page, "Model").startswith(f"{wine} · Classification")
     assert combobox_text(page, "Version").startswith("v1 ")
+    page.get_by_test_id("stNumberInputField").nth(12).wait_for()  # the form is drawn after the model's header
+    settled(page)
     values = page.get_by_test_id("stNumberInputField").evaluate_all("fields => fields.map(f => f.value)")
     assert len(values) == 13 and all(AS_TYPED.fullmatch(v) for v in values), values
     screenshot(page, "polish-01-link-opens-the-model-after-signing-in")

@@ -6,7 +6,6 @@ tritonclient cannot make (typed ``contents``, the metadata's price) go through m
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,16 +24,11 @@ from app.api.grpc import open_inference_pb2_grpc as pb_grpc
 from app.core.config import Settings
 from tests.conftest import make_settings
 from tests.http_clients import balance, paying_user
+from tests.real_services import free_port
 
 IRIS = ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"]
 SAMPLES = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]])
 MAX_REQUEST_BYTES = 256 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

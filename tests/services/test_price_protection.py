@@ -3,7 +3,6 @@ every way in (JSON, CSV upload, /v2 REST, gRPC), and the catalog marks a version
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from app.api.grpc import open_inference_pb2_grpc as pb_grpc
 from app.core.config import Settings
 from tests.conftest import make_settings
 from tests.http_clients import balance, paying_user
+from tests.real_services import free_port
 from tests.samples import DIABETES_ROW
 
 pytestmark = pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)
@@ -25,12 +25,6 @@ pytestmark = pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True
 PREDICT = "/api/v1/predictions"
 INFER = "/v2/models/diabetes-linear/infer"
 ROW = [0.03, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, 0.0, 0.02, -0.02]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -33,18 +32,13 @@ from app.store import make_store
 from tests.conftest import make_settings
 from tests.http_clients import balance as live_balance
 from tests.http_clients import paying_user
+from tests.real_services import free_port
 from tests.samples import DIABETES_ROW
 
 PREDICT = "/api/v1/predictions"
 IRIS = ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"]
 SAMPLES = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [6.3, 2.8, 5.1, 1.5]])
 ROWS = [dict(zip(IRIS, map(float, row), strict=True)) for row in SAMPLES]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
